@@ -1,0 +1,24 @@
+"""What every Hydra entry point shares: user errors end the program with a one-line
+message and exit status 2 instead of a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+from retina.errors import RetinaError
+
+EXIT_USER_ERROR = 2
+
+
+def exit_on_user_error(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RetinaError as error:
+            logging.getLogger("retina").error("%s: %s", type(error).__name__, error)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper

@@ -1,0 +1,89 @@
+"""Offline preprocessing into a content-addressed cache of fixed-size PNGs.
+
+A cached file is named by the SHA-256 of the source file's bytes, inside a folder named
+by the hash of the preprocessing config: a changed scan or a changed config re-does only
+what changed, and the tf.data stream reads nothing but these files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from retina.config import PreprocessConfig
+from retina.data.dicom import read_dicom_rgb
+from retina.data.synthetic import _run_parallel
+from retina.errors import DataError
+from retina.preprocess import preprocess_fundus
+
+HASH_CHUNK = 1 << 20
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Any supported scan (PNG/JPEG/TIFF/DICOM) as an (H, W, 3) uint8 RGB array."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return read_dicom_rgb(path)[0]
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception as error:
+        raise DataError(f"{path}: cannot decode the image ({type(error).__name__}).") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_key(cfg: PreprocessConfig) -> str:
+    """Names the cache folder for one preprocessing config."""
+    text = json.dumps(asdict(cfg), sort_keys=True)
+    return f"{cfg.image_size}px-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def build_cache(manifest: pd.DataFrame, data_root: str | Path, cfg: PreprocessConfig,
+                cache_dir: str | Path, workers: int = 0) -> pd.Series:
+    """Preprocesses every scan not yet cached, in parallel, and returns the cached paths.
+
+    Args:
+        manifest: rows with a ``path`` relative to ``data_root``.
+        data_root: folder the manifest paths are relative to.
+        cfg: the preprocessing to apply.
+        cache_dir: root of the cache; one folder per preprocessing config inside.
+        workers: processes to use; 0 means one per core.
+
+    Returns:
+        The cached PNG path of each manifest row, aligned with the manifest's index.
+    """
+    folder = Path(cache_dir) / config_key(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [Path(data_root) / p for p in manifest["path"]]
+    targets = [folder / f"{file_sha256(s)}.png" for s in sources]
+    todo = [(s, t, cfg) for s, t in zip(sources, targets, strict=True) if not t.exists()]
+    if todo:
+        _run_parallel(_cache_one, todo, workers, "preprocessing")
+    return pd.Series([str(t) for t in targets], index=manifest.index)
+
+
+def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> None:
+    source, target, cfg = job
+    image = load_image(source)
+    try:
+        image = preprocess_fundus(image, cfg)
+    except DataError as error:
+        raise DataError(f"{source}: {error}") from None
+    # Write then rename, so a killed run never leaves a half-written cache entry.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    Image.fromarray(image).save(partial, format="PNG")
+    os.replace(partial, target)

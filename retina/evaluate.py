@@ -1,0 +1,24 @@
+"""``python -m retina.evaluate run_dir=<dir> [checkpoint=latest|ckpt-N] [split=test]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from retina.cli import exit_on_user_error
+from retina.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    from retina.evaluation import evaluate_run
+
+    metrics = evaluate_run(cfg.run_dir, cfg.checkpoint, cfg.split, cfg.batch_size)
+    return metrics["referable_auc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""``python -m retina.train [overrides]``: train, or resume, one run (``-m`` for sweeps)."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from retina.cli import exit_on_user_error
+from retina.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    from retina.training.loop import train  # TensorFlow loads after Hydra parsed the CLI
+
+    metrics = train(OmegaConf.to_object(cfg), HydraConfig.get().runtime.output_dir)
+    return metrics["referable_auc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The compiled train and predict steps."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
+    """A ``tf.function`` doing one GradientTape step; returns (loss, accuracy).
+
+    ``scale_loss`` multiplies by the loss scale under a LossScaleOptimizer (identity
+    otherwise), and ``apply`` unscales, skips non-finite steps and updates the scale.
+    """
+
+    @tf.function
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            scaled_loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply(gradients, model.trainable_variables)
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels),
+                       tf.float32)
+        return loss, tf.reduce_mean(hits)
+
+    return train_step
+
+
+def make_predict_step(model: keras.Model):
+    @tf.function
+    def predict_step(images):
+        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+
+    return predict_step
+
+
+def predict_dataset(predict_step, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a finite (images, grades) dataset through the model: (grades, probabilities)."""
+    grades, probabilities = [], []
+    for images, labels in dataset:
+        probabilities.append(predict_step(images).numpy())
+        grades.append(labels.numpy())
+    return np.concatenate(grades), np.concatenate(probabilities)

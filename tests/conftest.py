@@ -1,0 +1,46 @@
+"""Shared fixtures: configs composed by real Hydra, data generated on disk per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from retina.config import RunConfig, register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+register_configs()
+
+
+def compose_config(name: str = "train", overrides: list[str] | None = None):
+    """Composes ``conf/<name>.yaml`` exactly as the entry point does."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides or [])
+
+
+def smoke_config(tmp_root: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The ``debug=smoke`` run config with its data and cache under ``tmp_root``."""
+    cfg = compose_config("train", ["debug=smoke", f"data.root={tmp_root / 'synthetic'}",
+                                   f"data.cache_dir={tmp_root / 'cache'}", "data.workers=1",
+                                   *(overrides or [])])
+    return OmegaConf.to_object(cfg)
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """A folder whose ``synthetic/`` and ``cache/`` are reused by the tests that train."""
+    return tmp_path_factory.mktemp("data")
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs ``python -m <module> args`` as a user would; output captured as text."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
