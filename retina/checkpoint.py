@@ -93,19 +93,27 @@ class CheckpointStore:
         path = self.latest
         if path is None:
             return None
-        _verified(self.state.checkpoint.read(path), path, complete=True)
+        _verified_read(lambda: self.state.checkpoint.restore(path), path, complete=True)
         return path
 
 
 def restore_weights(model: keras.Model, path: str) -> None:
     """Reads only the model's weights (evaluation, fine-tuning), verifying all were found."""
-    status = tf.train.Checkpoint(model=model).read(path)
-    _verified(status.expect_partial(), path, complete=False)
+    checkpoint = tf.train.Checkpoint(model=model)
+    _verified_read(lambda: checkpoint.read(path).expect_partial(), path, complete=False)
 
 
-def _verified(status, path: str, complete: bool) -> None:
-    """Turns TF's assertion into an error that says which checkpoint and what to do."""
+def _verified_read(read, path: str, complete: bool) -> None:
+    """Reads, then verifies; TF's shape errors and failed assertions become one error that
+    says which checkpoint and what to do.
+
+    Args:
+        read: performs the read and returns TF's load status.
+        path: the checkpoint prefix, for the message.
+        complete: also require every saved value to be consumed (a full-state restore).
+    """
     try:
+        status = read()
         if complete:
             status.assert_consumed()
         status.assert_existing_objects_matched()

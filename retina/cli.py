@@ -15,6 +15,8 @@ EXIT_USER_ERROR = 2
 def exit_on_user_error(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        # absl (through TensorFlow) logs internals at INFO into Hydra's root logger.
+        logging.getLogger("absl").setLevel(logging.WARNING)
         try:
             return function(*args, **kwargs)
         except RetinaError as error:

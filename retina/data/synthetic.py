@@ -219,7 +219,8 @@ def write_ophthalmic_dicom(path: Path, image: np.ndarray, eye: str, patient_id: 
 # --------------------------------------------------------------------------- rendering
 
 
-def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int) -> np.ndarray:
+def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int,
+                  camera: bool = True) -> np.ndarray:
     """Draws one fundus photograph.
 
     Args:
@@ -227,6 +228,8 @@ def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int) -
         grade: ICDR grade 0..4 whose lesions are drawn.
         eye: "R" or "L"; the optic disc is drawn on the image's right for a right eye.
         height: image height in pixels; the width is 1.2 times that, like a camera frame.
+        camera: apply exposure, colour cast, blur, noise and JPEG; False gives the clean
+            scene (tests compare lesions against the same scene at grade 0).
 
     Returns:
         An (height, 1.2*height, 3) uint8 RGB image.
@@ -249,6 +252,8 @@ def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int) -
     _draw_disc(image, yy, xx, disc, r, rng)
     veins = _draw_vessels(image, rng, disc, macula, side, r, beading=grade >= 3)
     _draw_lesions(image, rng, grade, centre, disc, veins, r)
+    if not camera:
+        return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     return _camera(image, rng, rho, r)
 
 

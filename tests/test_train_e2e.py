@@ -1,0 +1,132 @@
+"""The first slice end to end, through the real entry points: train, resume, evaluate."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import tensorflow as tf
+
+from conftest import run_module, smoke_config
+from retina.checkpoint import find_checkpoint
+from retina.config import load_run_config
+from retina.errors import CheckpointError
+from retina.training.loop import open_session, train
+
+EVAL_KEYS = {"referable_auc", "sensitivity", "specificity", "quadratic_weighted_kappa",
+             "accuracy", "confusion_matrix"}
+
+
+def _optimizer_values(reader) -> dict[str, np.ndarray]:
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if key.startswith("optimizer/") and "/_trainable_variables/" not in key}
+
+
+def _identifiers(data_root: Path) -> set[str]:
+    """Every synthetic patient ID and name part the data carries (CSV and DICOM)."""
+    found = set(pd.read_csv(data_root / "train.csv", dtype=str)["patient_id"])
+    for path in (data_root / "train_images").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        found |= {ds.PatientID, *str(ds.PatientName).split("^")}
+    return found
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory):
+    """Trains 1 epoch, checks the restore in-process, then resumes to 2 epochs."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    run_dir = tmp / "run"
+    common = ["debug=smoke", f"data.root={tmp / 'synthetic'}", f"data.cache_dir={tmp / 'cache'}",
+              f"hydra.run.dir={run_dir}", "train.evaluate_test=false"]
+    first = run_module("retina.train", *common, "train.epochs=1", cwd=tmp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = find_checkpoint(run_dir)
+    session = open_session(load_run_config(run_dir / "config.yaml"), run_dir)
+    second = run_module("retina.train", *common, "train.epochs=2", cwd=tmp)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return dict(tmp=tmp, run_dir=run_dir, first=first.stdout + first.stderr,
+                second=second.stdout + second.stderr, saved=saved, session=session)
+
+
+def test_first_run_starts_from_scratch(resumed_run):
+    assert "Initializing from scratch." in resumed_run["first"]
+    assert "Training steps 1..5 " in resumed_run["first"]
+
+
+def test_second_run_restores_and_continues_at_saved_step_plus_one(resumed_run):
+    saved_step = int(tf.train.load_checkpoint(resumed_run["saved"]).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert saved_step == 5
+    assert f"Restored from {resumed_run['saved']}" in resumed_run["second"]
+    assert f"Training steps {saved_step + 1}..10 " in resumed_run["second"]
+    history = pd.read_csv(resumed_run["run_dir"] / "history.csv")
+    assert history["first_step"].tolist() == [1, 6] and history["epoch"].tolist() == [1, 2]
+
+
+def test_restore_brings_back_optimizer_iterations_and_moments(resumed_run):
+    session = resumed_run["session"]
+    assert session.restored_from == resumed_run["saved"]
+    saved = _optimizer_values(tf.train.load_checkpoint(resumed_run["saved"]))
+    live = {f"optimizer/_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
+            for i, v in enumerate(session.state.optimizer.variables)}
+    live["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] = \
+        session.state.optimizer.iterations.numpy()
+    live["optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] = \
+        session.state.optimizer.learning_rate.numpy()
+    moments = [k for k in saved if "/_variables/" in k]
+    assert len(moments) == 2 * len(session.state.model.trainable_variables)
+    assert int(saved["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 5
+    for key, value in saved.items():
+        np.testing.assert_array_equal(live[key], value, err_msg=key)
+    assert any(np.abs(saved[k]).sum() > 0 for k in moments), "moments were trained"
+
+
+def test_resumed_optimizer_kept_counting(resumed_run):
+    final = tf.train.load_checkpoint(find_checkpoint(resumed_run["run_dir"]))
+    assert int(final.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 10
+
+
+def test_evaluate_writes_metrics_and_no_file_holds_patient_identifiers(resumed_run):
+    run_dir = resumed_run["run_dir"]
+    result = run_module("retina.evaluate", f"run_dir={run_dir}", cwd=resumed_run["tmp"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert EVAL_KEYS <= set(metrics) and metrics["checkpoint"] == "ckpt-10"
+    assert np.array(metrics["confusion_matrix"]).shape == (5, 5)
+    identifiers = _identifiers(resumed_run["tmp"] / "synthetic")
+    assert len(identifiers) > 10
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 8
+    for path in files:
+        content = path.read_bytes()
+        leaked = [i for i in identifiers if i.encode() in content]
+        assert not leaked, f"{path} contains {leaked}"
+    for output in (resumed_run["first"], resumed_run["second"], result.stdout + result.stderr):
+        assert not [i for i in identifiers if i in output]
+
+
+def test_changed_architecture_is_refused_with_a_clear_error(resumed_run):
+    run_dir = resumed_run["run_dir"]
+    cfg = load_run_config(run_dir / "config.yaml")
+    cfg.model.widths = [8, 24]
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        open_session(cfg, run_dir)
+
+
+def test_mixed_float16_trains_and_checkpoints_the_loss_scale(tmp_path, shared_data):
+    cfg = smoke_config(shared_data, ["train.precision=mixed_float16", "train.epochs=1",
+                                     "train.evaluate_test=false"])
+    train(cfg, tmp_path)
+    reader = tf.train.load_checkpoint(find_checkpoint(tmp_path))
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 5
+    applied = int(reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/"
+                                    "VARIABLE_VALUE"))
+    scale = float(reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE"))
+    # Keras starts at 2**15; every step whose float16 gradients overflowed was skipped
+    # (not applied) and halved the scale.
+    assert 1 <= applied <= 5
+    assert scale == 2.0**15 / 2 ** (5 - applied)
+    weights = reader.get_tensor("optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE")
+    assert weights.dtype == np.float32 and np.isfinite(weights).all()
