@@ -48,16 +48,28 @@ def seed_generator_states(model: keras.Model) -> list[tf.Variable]:
 class TrainingState:
     """Everything that must survive a restart, as one ``tf.train.Checkpoint``."""
 
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                 iterator: tf.data.Iterator | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        iterator: tf.data.Iterator | None = None,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.metrics = {name: tf.Variable(float("nan"), trainable=False, name=f"val_{name}")
-                        for name in VALIDATION_METRICS}
-        parts = dict(step=self.step, epoch=self.epoch, model=model, optimizer=optimizer,
-                     rng=seed_generator_states(model), metrics=self.metrics)
+        self.metrics = {
+            name: tf.Variable(float("nan"), trainable=False, name=f"val_{name}")
+            for name in VALIDATION_METRICS
+        }
+        parts = dict(
+            step=self.step,
+            epoch=self.epoch,
+            model=model,
+            optimizer=optimizer,
+            rng=seed_generator_states(model),
+            metrics=self.metrics,
+        )
         if iterator is not None:
             parts["iterator"] = iterator
         self.checkpoint = tf.train.Checkpoint(**parts)
@@ -77,8 +89,8 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.state = state
         self.manager = tf.train.CheckpointManager(
-            state.checkpoint, str(self.directory), max_to_keep=max_to_keep,
-            step_counter=state.step)
+            state.checkpoint, str(self.directory), max_to_keep=max_to_keep, step_counter=state.step
+        )
 
     @property
     def latest(self) -> str | None:
@@ -122,7 +134,8 @@ def _verified_read(read, path: str, complete: bool) -> None:
         raise CheckpointError(
             f"{path} does not match the model and optimizer built from this config: "
             f"{first_line}. Use the config the run was trained with (its config.yaml), "
-            "or start a new run directory.") from None
+            "or start a new run directory."
+        ) from None
 
 
 def find_checkpoint(run_dir: str | Path, name: str = "latest") -> str:
@@ -133,6 +146,8 @@ def find_checkpoint(run_dir: str | Path, name: str = "latest") -> str:
     else:
         path = str(folder / name) if (folder / f"{name}.index").exists() else None
     if path is None:
-        raise CheckpointError(f"no checkpoint {name!r} in {folder}; train the run first "
-                              "(python -m retina.train hydra.run.dir=<run_dir>).")
+        raise CheckpointError(
+            f"no checkpoint {name!r} in {folder}; train the run first "
+            "(python -m retina.train hydra.run.dir=<run_dir>)."
+        )
     return path

@@ -94,7 +94,7 @@ class EvaluateConfig:
 
 
 def register_configs() -> None:
-    """Makes the schemas available to ``defaults`` lists as ``run_schema`` and ``evaluate_schema``."""
+    """Registers the schemas as ``run_schema`` and ``evaluate_schema`` for defaults lists."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)

@@ -23,8 +23,9 @@ EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "latest", split: str = "test",
-                 batch_size: int = 64) -> dict:
+def evaluate_run(
+    run_dir: str | Path, checkpoint: str = "latest", split: str = "test", batch_size: int = 64
+) -> dict:
     """Rebuilds the run's model from its saved config, restores weights, scores ``split``.
 
     Writes ``<run_dir>/eval/metrics.json`` and returns the metrics.
@@ -54,9 +55,17 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "latest", split: str = "
     out_dir = run_dir / EVAL_DIR
     out_dir.mkdir(exist_ok=True)
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("Held-out %s split, %s (%d scans): referable AUC %.3f, sensitivity %.3f, "
-             "specificity %.3f, kappa %.3f, accuracy %.3f -> %s", split, Path(path).name,
-             metrics["n_scans"], metrics["referable_auc"], metrics["sensitivity"],
-             metrics["specificity"], metrics["quadratic_weighted_kappa"], metrics["accuracy"],
-             out_dir / METRICS_FILE)
+    log.info(
+        "Held-out %s split, %s (%d scans): referable AUC %.3f, sensitivity %.3f, "
+        "specificity %.3f, kappa %.3f, accuracy %.3f -> %s",
+        split,
+        Path(path).name,
+        metrics["n_scans"],
+        metrics["referable_auc"],
+        metrics["sensitivity"],
+        metrics["specificity"],
+        metrics["quadratic_weighted_kappa"],
+        metrics["accuracy"],
+        out_dir / METRICS_FILE,
+    )
     return metrics

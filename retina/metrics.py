@@ -20,8 +20,9 @@ def _undefined(name: str, why: str) -> float:
     return float("nan")
 
 
-def referable_probability(probabilities: np.ndarray, min_grade: int = REFERABLE_MIN_GRADE
-                          ) -> np.ndarray:
+def referable_probability(
+    probabilities: np.ndarray, min_grade: int = REFERABLE_MIN_GRADE
+) -> np.ndarray:
     """P(grade >= min_grade) from per-grade probabilities of shape (N, 5)."""
     return np.asarray(probabilities)[:, min_grade:].sum(axis=1)
 
@@ -57,12 +58,19 @@ def quadratic_weighted_kappa(grades: np.ndarray, predicted_grades: np.ndarray) -
     grades, predicted_grades = np.asarray(grades), np.asarray(predicted_grades)
     if len(np.unique(np.concatenate([grades, predicted_grades]))) < 2:
         return _undefined("quadratic weighted kappa", "a single grade in truth and prediction")
-    return float(cohen_kappa_score(grades, predicted_grades, weights="quadratic",
-                                   labels=list(range(NUM_GRADES))))
+    return float(
+        cohen_kappa_score(
+            grades, predicted_grades, weights="quadratic", labels=list(range(NUM_GRADES))
+        )
+    )
 
 
-def clinical_metrics(grades: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5,
-                     min_grade: int = REFERABLE_MIN_GRADE) -> dict:
+def clinical_metrics(
+    grades: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    min_grade: int = REFERABLE_MIN_GRADE,
+) -> dict:
     """The summary reported after validation and evaluation.
 
     Args:
@@ -82,8 +90,9 @@ def clinical_metrics(grades: np.ndarray, probabilities: np.ndarray, threshold: f
         "specificity": specificity(positive, referred),
         "quadratic_weighted_kappa": quadratic_weighted_kappa(grades, predicted_grades),
         "accuracy": float(np.mean(predicted_grades == grades)) if len(grades) else float("nan"),
-        "confusion_matrix": confusion_matrix(grades, predicted_grades,
-                                             labels=list(range(NUM_GRADES))).tolist(),
+        "confusion_matrix": confusion_matrix(
+            grades, predicted_grades, labels=list(range(NUM_GRADES))
+        ).tolist(),
         "threshold": float(threshold),
         "referable_min_grade": int(min_grade),
     }

@@ -42,7 +42,9 @@ def crop_to_circle(image: np.ndarray, circle: tuple[float, float, float]) -> np.
     out = np.zeros((side, side, image.shape[2]), image.dtype)
     rows = slice(max(top, 0), min(top + side, image.shape[0]))
     cols = slice(max(left, 0), min(left + side, image.shape[1]))
-    out[rows.start - top: rows.stop - top, cols.start - left: cols.stop - left] = image[rows, cols]
+    out[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left] = image[
+        rows, cols
+    ]
     return out
 
 

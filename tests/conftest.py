@@ -27,9 +27,16 @@ def compose_config(name: str = "train", overrides: list[str] | None = None):
 
 def smoke_config(tmp_root: Path, overrides: list[str] | None = None) -> RunConfig:
     """The ``debug=smoke`` run config with its data and cache under ``tmp_root``."""
-    cfg = compose_config("train", ["debug=smoke", f"data.root={tmp_root / 'synthetic'}",
-                                   f"data.cache_dir={tmp_root / 'cache'}", "data.workers=1",
-                                   *(overrides or [])])
+    cfg = compose_config(
+        "train",
+        [
+            "debug=smoke",
+            f"data.root={tmp_root / 'synthetic'}",
+            f"data.cache_dir={tmp_root / 'cache'}",
+            "data.workers=1",
+            *(overrides or []),
+        ],
+    )
     return OmegaConf.to_object(cfg)
 
 
@@ -39,8 +46,16 @@ def shared_data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Runs ``python -m <module> args`` as a user would; output captured as text."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

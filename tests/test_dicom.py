@@ -25,7 +25,8 @@ def _grayscale(tmp_path, photometric, bits):
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.Rows, ds.Columns = 4, 5
     ds.BitsAllocated = ds.BitsStored = bits
@@ -37,8 +38,9 @@ def _grayscale(tmp_path, photometric, bits):
     return path
 
 
-@pytest.mark.parametrize("photometric, bits", [("MONOCHROME2", 8), ("MONOCHROME2", 16),
-                                               ("MONOCHROME1", 16)])
+@pytest.mark.parametrize(
+    "photometric, bits", [("MONOCHROME2", 8), ("MONOCHROME2", 16), ("MONOCHROME1", 16)]
+)
 def test_grayscale_becomes_rgb_uint8(tmp_path, photometric, bits):
     pixels, _ = read_dicom_rgb(_grayscale(tmp_path, photometric, bits))
     assert pixels.shape == (4, 5, 3) and pixels.dtype == np.uint8

@@ -51,8 +51,11 @@ def test_flips_are_seeded_and_the_same_eagerly_and_in_tf_data(cached_pngs):
     image = tf.io.decode_png(tf.io.read_file(cached_pngs[0][3]))
     seeds = [tf.constant([0, i], tf.int64) for i in range(16)]
     eager = [random_flips(image, s).numpy() for s in seeds]
-    graph = list(tf.data.Dataset.from_tensor_slices(tf.stack(seeds)).map(
-        lambda s: random_flips(image, s)).as_numpy_iterator())
+    graph = list(
+        tf.data.Dataset.from_tensor_slices(tf.stack(seeds))
+        .map(lambda s: random_flips(image, s))
+        .as_numpy_iterator()
+    )
     for a, b in zip(eager, graph, strict=True):
         np.testing.assert_array_equal(a, b)
     corners = {tuple(np.argwhere(e[..., 0] == 255)[0]) for e in eager}

@@ -38,11 +38,14 @@ def test_split_is_seeded():
 
 
 def test_aptos_reader_keeps_ids_as_written_and_pseudonymises_patients(tmp_path):
-    cfg = _aptos(tmp_path, [
-        {"id_code": "00123", "diagnosis": "0", "patient_id": "MRN-77", "eye": "R"},
-        {"id_code": "NA", "diagnosis": "2", "patient_id": "MRN-77", "eye": "L"},
-        {"id_code": "abc", "diagnosis": "4", "patient_id": "MRN-78", "eye": "R"},
-    ])
+    cfg = _aptos(
+        tmp_path,
+        [
+            {"id_code": "00123", "diagnosis": "0", "patient_id": "MRN-77", "eye": "R"},
+            {"id_code": "NA", "diagnosis": "2", "patient_id": "MRN-77", "eye": "L"},
+            {"id_code": "abc", "diagnosis": "4", "patient_id": "MRN-78", "eye": "R"},
+        ],
+    )
     manifest = build_manifest(cfg)
     assert manifest["scan_id"].tolist() == ["00123", "NA", "abc"]
     assert manifest["path"].tolist()[0] == "train_images/00123.png"

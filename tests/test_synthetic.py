@@ -7,8 +7,7 @@ import pytest
 
 from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset, render_fundus
 
-SPEC = SyntheticSpec(n_patients=10, image_height=96, seed=3, jpeg_fraction=0.3,
-                     dicom_fraction=0.3)
+SPEC = SyntheticSpec(n_patients=10, image_height=96, seed=3, jpeg_fraction=0.3, dicom_fraction=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +16,10 @@ def dataset(tmp_path_factory):
 
 
 def _digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((folder / "train_images").iterdir())}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((folder / "train_images").iterdir())
+    }
 
 
 def test_aptos_layout_with_two_eyes_per_patient(dataset):
@@ -50,7 +51,7 @@ def test_looks_like_a_fundus_photograph(eye):
     image = render_fundus(np.random.default_rng(1), 0, eye, 160).astype(float)
     height, width = image.shape[:2]
     assert image[:8, :8].max() < 15, "black surround outside the field of view"
-    centre = image[height // 3: 2 * height // 3, width // 3: 2 * width // 3]
+    centre = image[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3]
     red, green, blue = centre.reshape(-1, 3).mean(0)
     assert red > green > blue and red > 100, "orange-red retina"
     # The optic disc is the brightest spot, on the image's right for a right eye.
@@ -61,6 +62,7 @@ def test_looks_like_a_fundus_photograph(eye):
 
 def test_lesions_grow_with_grade():
     """Dark-red lesion pixels (the signal a model learns) increase from grade 0 to 4."""
+
     def lesion_pixels(grade):
         counts = []
         for seed in range(6):

@@ -15,13 +15,22 @@ from retina.config import load_run_config
 from retina.errors import CheckpointError
 from retina.training.loop import open_session, train
 
-EVAL_KEYS = {"referable_auc", "sensitivity", "specificity", "quadratic_weighted_kappa",
-             "accuracy", "confusion_matrix"}
+EVAL_KEYS = {
+    "referable_auc",
+    "sensitivity",
+    "specificity",
+    "quadratic_weighted_kappa",
+    "accuracy",
+    "confusion_matrix",
+}
 
 
 def _optimizer_values(reader) -> dict[str, np.ndarray]:
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-            if key.startswith("optimizer/") and "/_trainable_variables/" not in key}
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if key.startswith("optimizer/") and "/_trainable_variables/" not in key
+    }
 
 
 def _identifiers(data_root: Path) -> set[str]:
@@ -38,16 +47,27 @@ def resumed_run(tmp_path_factory):
     """Trains 1 epoch, checks the restore in-process, then resumes to 2 epochs."""
     tmp = tmp_path_factory.mktemp("e2e")
     run_dir = tmp / "run"
-    common = ["debug=smoke", f"data.root={tmp / 'synthetic'}", f"data.cache_dir={tmp / 'cache'}",
-              f"hydra.run.dir={run_dir}", "train.evaluate_test=false"]
+    common = [
+        "debug=smoke",
+        f"data.root={tmp / 'synthetic'}",
+        f"data.cache_dir={tmp / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        "train.evaluate_test=false",
+    ]
     first = run_module("retina.train", *common, "train.epochs=1", cwd=tmp)
     assert first.returncode == 0, first.stderr[-3000:]
     saved = find_checkpoint(run_dir)
     session = open_session(load_run_config(run_dir / "config.yaml"), run_dir)
     second = run_module("retina.train", *common, "train.epochs=2", cwd=tmp)
     assert second.returncode == 0, second.stderr[-3000:]
-    return dict(tmp=tmp, run_dir=run_dir, first=first.stdout + first.stderr,
-                second=second.stdout + second.stderr, saved=saved, session=session)
+    return dict(
+        tmp=tmp,
+        run_dir=run_dir,
+        first=first.stdout + first.stderr,
+        second=second.stdout + second.stderr,
+        saved=saved,
+        session=session,
+    )
 
 
 def test_first_run_starts_from_scratch(resumed_run):
@@ -56,8 +76,9 @@ def test_first_run_starts_from_scratch(resumed_run):
 
 
 def test_second_run_restores_and_continues_at_saved_step_plus_one(resumed_run):
-    saved_step = int(tf.train.load_checkpoint(resumed_run["saved"]).get_tensor(
-        "step/.ATTRIBUTES/VARIABLE_VALUE"))
+    saved_step = int(
+        tf.train.load_checkpoint(resumed_run["saved"]).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+    )
     assert saved_step == 5
     assert f"Restored from {resumed_run['saved']}" in resumed_run["second"]
     assert f"Training steps {saved_step + 1}..10 " in resumed_run["second"]
@@ -69,12 +90,16 @@ def test_restore_brings_back_optimizer_iterations_and_moments(resumed_run):
     session = resumed_run["session"]
     assert session.restored_from == resumed_run["saved"]
     saved = _optimizer_values(tf.train.load_checkpoint(resumed_run["saved"]))
-    live = {f"optimizer/_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
-            for i, v in enumerate(session.state.optimizer.variables)}
-    live["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] = \
+    live = {
+        f"optimizer/_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE": v.numpy()
+        for i, v in enumerate(session.state.optimizer.variables)
+    }
+    live["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] = (
         session.state.optimizer.iterations.numpy()
-    live["optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] = \
+    )
+    live["optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"] = (
         session.state.optimizer.learning_rate.numpy()
+    )
     moments = [k for k in saved if "/_variables/" in k]
     assert len(moments) == 2 * len(session.state.model.trainable_variables)
     assert int(saved["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 5
@@ -116,13 +141,16 @@ def test_changed_architecture_is_refused_with_a_clear_error(resumed_run):
 
 
 def test_mixed_float16_trains_and_checkpoints_the_loss_scale(tmp_path, shared_data):
-    cfg = smoke_config(shared_data, ["train.precision=mixed_float16", "train.epochs=1",
-                                     "train.evaluate_test=false"])
+    cfg = smoke_config(
+        shared_data,
+        ["train.precision=mixed_float16", "train.epochs=1", "train.evaluate_test=false"],
+    )
     train(cfg, tmp_path)
     reader = tf.train.load_checkpoint(find_checkpoint(tmp_path))
     assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 5
-    applied = int(reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/"
-                                    "VARIABLE_VALUE"))
+    applied = int(
+        reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    )
     scale = float(reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE"))
     # Keras starts at 2**15; every step whose float16 gradients overflowed was skipped
     # (not applied) and halved the scale.

@@ -52,8 +52,13 @@ def config_key(cfg: PreprocessConfig) -> str:
     return f"{cfg.image_size}px-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def build_cache(manifest: pd.DataFrame, data_root: str | Path, cfg: PreprocessConfig,
-                cache_dir: str | Path, workers: int = 0) -> pd.Series:
+def build_cache(
+    manifest: pd.DataFrame,
+    data_root: str | Path,
+    cfg: PreprocessConfig,
+    cache_dir: str | Path,
+    workers: int = 0,
+) -> pd.Series:
     """Preprocesses every scan not yet cached, in parallel, and returns the cached paths.
 
     Args:

@@ -46,8 +46,9 @@ def read_dicom_rgb(path: str | Path, salt: str = "retina") -> tuple[np.ndarray, 
     except DicomError:
         raise
     except Exception as error:  # pydicom raises many types; the caller needs one
-        raise DicomError(f"{path}: cannot decode the DICOM image ({type(error).__name__}).") \
-            from None
+        raise DicomError(
+            f"{path}: cannot decode the DICOM image ({type(error).__name__})."
+        ) from None
     image = _to_rgb(np.asarray(pixels), dataset.get("PhotometricInterpretation", ""), path)
     return image, _phi_free_info(dataset, image, salt)
 

@@ -15,8 +15,9 @@ def decode_cached(path: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_png(tf.io.read_file(path), channels=3)
 
 
-def make_train_dataset(paths: list[str], labels: list[int], batch_size: int, seed: int,
-                       augment: bool = True) -> tf.data.Dataset:
+def make_train_dataset(
+    paths: list[str], labels: list[int], batch_size: int, seed: int, augment: bool = True
+) -> tf.data.Dataset:
     """An endless, reshuffled-every-epoch stream of (images, labels) batches.
 
     The stream never ends, so one iterator spans the whole run and its checkpointed state

@@ -18,11 +18,13 @@ MANIFEST_FILE = "manifest.csv"
 
 def load_run_manifest(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / MANIFEST_FILE, dtype=str, keep_default_na=False).astype(
-        {"grade": int})
+        {"grade": int}
+    )
 
 
-def prepare_run_data(cfg: RunConfig, run_dir: str | Path,
-                     splits: tuple[str, ...] = ("train", "val", "test")) -> pd.DataFrame:
+def prepare_run_data(
+    cfg: RunConfig, run_dir: str | Path, splits: tuple[str, ...] = ("train", "val", "test")
+) -> pd.DataFrame:
     """The run's manifest with a ``cache_path`` column for the rows of ``splits``.
 
     A run keeps the manifest (and so the split) it started with: a resumed or evaluated
@@ -38,8 +40,9 @@ def prepare_run_data(cfg: RunConfig, run_dir: str | Path,
         manifest[MANIFEST_COLUMNS].to_csv(manifest_path, index=False)
         log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
     manifest = manifest[manifest["split"].isin(splits)].copy()
-    manifest["cache_path"] = build_cache(manifest, cfg.data.root, cfg.preprocess,
-                                         cfg.data.cache_dir, cfg.data.workers)
+    manifest["cache_path"] = build_cache(
+        manifest, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers
+    )
     return manifest
 
 

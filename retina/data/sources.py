@@ -39,7 +39,8 @@ def build_manifest(cfg: DataConfig) -> pd.DataFrame:
         raise DataError(f"data.layout={cfg.layout!r} is not known; use one of {sorted(readers)}.")
     manifest = readers[cfg.layout](cfg)
     manifest["split"] = split_by_patient(
-        manifest, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+        manifest, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+    )
     return manifest[MANIFEST_COLUMNS]
 
 
@@ -53,13 +54,15 @@ def _read_aptos2019(cfg: DataConfig) -> pd.DataFrame:
     table = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
     _require_columns(table, ["id_code", "diagnosis"], labels_path)
     patients = table["patient_id"] if "patient_id" in table else table["id_code"]
-    return pd.DataFrame({
-        "scan_id": table["id_code"],
-        "path": [_find_image(root / "train_images", i, labels_path) for i in table["id_code"]],
-        "grade": _parse_grades(table["diagnosis"], labels_path),
-        "patient": [pseudonymise(p, cfg.id_salt) for p in patients],
-        "eye": table["eye"] if "eye" in table else "",
-    })
+    return pd.DataFrame(
+        {
+            "scan_id": table["id_code"],
+            "path": [_find_image(root / "train_images", i, labels_path) for i in table["id_code"]],
+            "grade": _parse_grades(table["diagnosis"], labels_path),
+            "patient": [pseudonymise(p, cfg.id_salt) for p in patients],
+            "eye": table["eye"] if "eye" in table else "",
+        }
+    )
 
 
 def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -73,8 +76,10 @@ def _find_image(folder: Path, scan_id: str, labels_path: Path) -> str:
         candidate = folder / f"{scan_id}{suffix}"
         if candidate.is_file():
             return str(candidate.relative_to(folder.parent))
-    raise DataError(f"{labels_path} lists {scan_id!r} but no image {folder}/{scan_id}.* exists "
-                    f"(looked for {', '.join(IMAGE_SUFFIXES)}).")
+    raise DataError(
+        f"{labels_path} lists {scan_id!r} but no image {folder}/{scan_id}.* exists "
+        f"(looked for {', '.join(IMAGE_SUFFIXES)})."
+    )
 
 
 def _parse_grades(values: pd.Series, labels_path: Path) -> np.ndarray:
@@ -82,13 +87,16 @@ def _parse_grades(values: pd.Series, labels_path: Path) -> np.ndarray:
     bad = grades.isna() | ~grades.isin(range(NUM_GRADES))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{labels_path} row {row + 2}: grade {values.iloc[row]!r} is not one of "
-                        f"0..{NUM_GRADES - 1}.")
+        raise DataError(
+            f"{labels_path} row {row + 2}: grade {values.iloc[row]!r} is not one of "
+            f"0..{NUM_GRADES - 1}."
+        )
     return grades.astype(int).to_numpy()
 
 
-def split_by_patient(manifest: pd.DataFrame, val_fraction: float, test_fraction: float,
-                     seed: int) -> pd.Series:
+def split_by_patient(
+    manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+) -> pd.Series:
     """Assigns every patient to one split, stratified by the patient's worst grade.
 
     Patients are ordered by stratum (random within it) and dealt to whichever split is
@@ -116,6 +124,8 @@ def manifest_summary(manifest: pd.DataFrame) -> str:
     for split in SPLITS:
         part = manifest[manifest["split"] == split]
         histogram = np.bincount(part["grade"], minlength=NUM_GRADES).tolist()
-        lines.append(f"{split:>5}: {len(part)} scans, {part['patient'].nunique()} patients, "
-                     f"grades 0-4 {histogram}")
+        lines.append(
+            f"{split:>5}: {len(part)} scans, {part['patient'].nunique()} patients, "
+            f"grades 0-4 {histogram}"
+        )
     return "\n".join(lines)

@@ -50,10 +50,40 @@ BLOOD = np.array([0.38, 0.04, 0.04], np.float32)
 EXUDATE = np.array([0.98, 0.88, 0.42], np.float32)
 COTTON_WOOL = np.array([0.92, 0.80, 0.66], np.float32)
 
-_GIVEN = ["Amara", "Bjorn", "Chiara", "Dmitri", "Esperanza", "Farouk", "Greta", "Hiroshi",
-          "Ingrid", "Jovan", "Kalani", "Leopold", "Marisol", "Nikolai", "Oluwaseun", "Priya"]
-_FAMILY = ["Okonkwo", "Vasquez", "Lindqvist", "Tanaka", "Abernathy", "Kowalczyk", "Moreau",
-           "Haddad", "Fitzgerald", "Nakamura", "Oyelaran", "Petrovic", "Quintero", "Rasmussen"]
+_GIVEN = [
+    "Amara",
+    "Bjorn",
+    "Chiara",
+    "Dmitri",
+    "Esperanza",
+    "Farouk",
+    "Greta",
+    "Hiroshi",
+    "Ingrid",
+    "Jovan",
+    "Kalani",
+    "Leopold",
+    "Marisol",
+    "Nikolai",
+    "Oluwaseun",
+    "Priya",
+]
+_FAMILY = [
+    "Okonkwo",
+    "Vasquez",
+    "Lindqvist",
+    "Tanaka",
+    "Abernathy",
+    "Kowalczyk",
+    "Moreau",
+    "Haddad",
+    "Fitzgerald",
+    "Nakamura",
+    "Oyelaran",
+    "Petrovic",
+    "Quintero",
+    "Rasmussen",
+]
 
 
 @dataclass(frozen=True)
@@ -124,8 +154,13 @@ def _run_parallel(function, jobs: list, workers: int, what: str) -> None:
     # Worker processes import numpy/scikit-image only, never TensorFlow.
     with ProcessPoolExecutor(workers, mp_context=_spawn()) as pool:
         chunks = max(1, len(jobs) // (workers * 8))
-        for _ in tqdm(pool.map(function, jobs, chunksize=chunks), total=len(jobs), desc=what,
-                      unit="img", mininterval=1.0):
+        for _ in tqdm(
+            pool.map(function, jobs, chunksize=chunks),
+            total=len(jobs),
+            desc=what,
+            unit="img",
+            mininterval=1.0,
+        ):
             pass
 
 
@@ -156,11 +191,15 @@ def _plan_scans(spec: SyntheticSpec) -> list[_Scan]:
             shift = 0 if rng.random() < 0.7 else int(rng.choice([-1, 1]))
             grade = int(np.clip(base_grade + shift, 0, 4))
             u = rng.random()
-            fmt = "dcm" if u < spec.dicom_fraction else (
-                "jpg" if u < spec.dicom_fraction + spec.jpeg_fraction else "png")
+            fmt = (
+                "dcm"
+                if u < spec.dicom_fraction
+                else ("jpg" if u < spec.dicom_fraction + spec.jpeg_fraction else "png")
+            )
             id_code = rng.bytes(6).hex()
-            scans.append(_Scan(id_code, patient_id, name, eye, grade, fmt,
-                               int(rng.integers(2**31))))
+            scans.append(
+                _Scan(id_code, patient_id, name, eye, grade, fmt, int(rng.integers(2**31)))
+            )
     return scans
 
 
@@ -170,16 +209,23 @@ def _write_scan(job: tuple[_Scan, int, Path]) -> None:
     image = render_fundus(rng, scan.grade, scan.eye, height)
     path = folder / f"{scan.id_code}.{scan.fmt}"
     if scan.fmt == "dcm":
-        write_ophthalmic_dicom(path, image, scan.eye, scan.patient_id, scan.patient_name,
-                               uid_seed=f"{scan.seed}-{scan.id_code}")
+        write_ophthalmic_dicom(
+            path,
+            image,
+            scan.eye,
+            scan.patient_id,
+            scan.patient_name,
+            uid_seed=f"{scan.seed}-{scan.id_code}",
+        )
     elif scan.fmt == "jpg":
         Image.fromarray(image).save(path, quality=int(rng.integers(80, 96)))
     else:
         Image.fromarray(image).save(path)
 
 
-def write_ophthalmic_dicom(path: Path, image: np.ndarray, eye: str, patient_id: str,
-                           patient_name: str, uid_seed: str) -> None:
+def write_ophthalmic_dicom(
+    path: Path, image: np.ndarray, eye: str, patient_id: str, patient_name: str, uid_seed: str
+) -> None:
     """Writes an RGB image as a DICOM Ophthalmic Photography 8 Bit Image with identifiers."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -219,8 +265,9 @@ def write_ophthalmic_dicom(path: Path, image: np.ndarray, eye: str, patient_id: 
 # --------------------------------------------------------------------------- rendering
 
 
-def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int,
-                  camera: bool = True) -> np.ndarray:
+def render_fundus(
+    rng: np.random.Generator, grade: int, eye: str, height: int, camera: bool = True
+) -> np.ndarray:
     """Draws one fundus photograph.
 
     Args:
@@ -236,8 +283,9 @@ def render_fundus(rng: np.random.Generator, grade: int, eye: str, height: int,
     """
     width = int(round(height * 1.2))
     r = height * rng.uniform(0.47, 0.54)  # > 0.5 clips the circle top and bottom
-    centre = np.array([height / 2 + rng.normal(0, 0.02 * height),
-                       width / 2 + rng.normal(0, 0.02 * height)])
+    centre = np.array(
+        [height / 2 + rng.normal(0, 0.02 * height), width / 2 + rng.normal(0, 0.02 * height)]
+    )
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     centre = centre.astype(np.float32)
     r = np.float32(r)
@@ -312,8 +360,10 @@ def _vessel_path(rng, start, angle, length, curvature, r, step=0.025):
 
 def _stamp_path(canvas, points, width) -> None:
     """Rasterises a polyline of the given width (pixels) into ``canvas`` (max-blend)."""
-    pixels = [draw.line_aa(int(a[0]), int(a[1]), int(b[0]), int(b[1]))
-              for a, b in zip(points[:-1], points[1:], strict=False)]
+    pixels = [
+        draw.line_aa(int(a[0]), int(a[1]), int(b[0]), int(b[1]))
+        for a, b in zip(points[:-1], points[1:], strict=False)
+    ]
     rows, cols, value = (np.concatenate(part) for part in zip(*pixels, strict=True))
     keep = (rows >= 0) & (rows < canvas.shape[0]) & (cols >= 0) & (cols < canvas.shape[1])
     np.maximum.at(canvas, (rows[keep], cols[keep]), (value[keep] * width).astype(canvas.dtype))
@@ -340,8 +390,9 @@ def _draw_vessels(image, rng, disc, macula, side, r, beading: bool) -> list[np.n
                     veins.append(path)
                 for k in rng.choice(np.arange(6, len(path) - 4), size=3, replace=False):
                     child_angle = np.arctan2(*(path[k + 1] - path[k])) + rng.choice([-1, 1]) * 0.7
-                    child = _vessel_path(rng, path[k], child_angle, rng.uniform(0.3, 0.6),
-                                         rng.normal(0, 1.5), r)
+                    child = _vessel_path(
+                        rng, path[k], child_angle, rng.uniform(0.3, 0.6), rng.normal(0, 1.5), r
+                    )
                     _stamp_path(widths[kind], child, 0.65 * base_width)
     for kind, colour in (("vein", VEIN), ("artery", ARTERY)):
         if beading and kind == "vein":
@@ -374,8 +425,11 @@ def _random_points(rng, count, centre, r, disc, quadrant=None, max_rho=0.85):
     """Uniform points in the field of view (optionally one quadrant), away from the disc."""
     points = []
     while len(points) < count:
-        angle = rng.uniform(0, 2 * np.pi) if quadrant is None else rng.uniform(
-            quadrant * np.pi / 2, (quadrant + 1) * np.pi / 2)
+        angle = (
+            rng.uniform(0, 2 * np.pi)
+            if quadrant is None
+            else rng.uniform(quadrant * np.pi / 2, (quadrant + 1) * np.pi / 2)
+        )
         rho = max_rho * np.sqrt(rng.uniform(0.02, 1))
         point = centre + r * rho * np.array([np.sin(angle), np.cos(angle)])
         if np.linalg.norm(point - disc) > 0.15 * r:
@@ -387,31 +441,53 @@ def _draw_spots(image, points, radius_range, colour, rng, r, strength=0.95) -> N
     mask = np.zeros(image.shape[:2], np.float32)
     for point in points:
         radius = r * rng.uniform(*radius_range)
-        rows, cols = draw.ellipse(point[0], point[1], radius, radius * rng.uniform(0.7, 1.3),
-                                  shape=mask.shape, rotation=rng.uniform(0, np.pi))
+        rows, cols = draw.ellipse(
+            point[0],
+            point[1],
+            radius,
+            radius * rng.uniform(0.7, 1.3),
+            shape=mask.shape,
+            rotation=rng.uniform(0, np.pi),
+        )
         mask[rows, cols] = strength
     _blend(image, ndimage.gaussian_filter(mask, 0.6), colour)
 
 
 def _draw_lesions(image, rng, grade, centre, disc, veins, r) -> None:
-    microaneurysms = {0: 0, 1: rng.integers(3, 7), 2: rng.integers(8, 16),
-                      3: rng.integers(10, 20), 4: rng.integers(8, 20)}[grade]
-    _draw_spots(image, _random_points(rng, microaneurysms, centre, r, disc), (0.009, 0.014),
-                BLOOD, rng, r)
+    microaneurysms = {
+        0: 0,
+        1: rng.integers(3, 7),
+        2: rng.integers(8, 16),
+        3: rng.integers(10, 20),
+        4: rng.integers(8, 20),
+    }[grade]
+    _draw_spots(
+        image, _random_points(rng, microaneurysms, centre, r, disc), (0.009, 0.014), BLOOD, rng, r
+    )
     if grade == 2:
         blots = _random_points(rng, rng.integers(3, 7), centre, r, disc)
     elif grade >= 3:
         # Severe NPDR's "4-2-1" rule starts with haemorrhages in all four quadrants.
-        blots = [p for q in range(4)
-                 for p in _random_points(rng, rng.integers(3, 6), centre, r, disc, quadrant=q)]
+        blots = [
+            p
+            for q in range(4)
+            for p in _random_points(rng, rng.integers(3, 6), centre, r, disc, quadrant=q)
+        ]
     else:
         blots = []
     _draw_spots(image, blots, (0.022, 0.045), BLOOD, rng, r)
     if grade >= 2:
         _draw_exudates(image, rng, centre, disc, r, clusters=rng.integers(1, 4))
     if grade == 3:
-        _draw_spots(image, _random_points(rng, rng.integers(2, 5), centre, r, disc, max_rho=0.6),
-                    (0.03, 0.05), COTTON_WOOL, rng, r, strength=0.6)
+        _draw_spots(
+            image,
+            _random_points(rng, rng.integers(2, 5), centre, r, disc, max_rho=0.6),
+            (0.03, 0.05),
+            COTTON_WOOL,
+            rng,
+            r,
+            strength=0.6,
+        )
     if grade == 4:
         _draw_neovascularisation(image, rng, centre, disc, r)
         if rng.random() < 0.75:
@@ -432,8 +508,15 @@ def _draw_neovascularisation(image, rng, centre, disc, r) -> None:
     for site in sites:
         for _ in range(rng.integers(5, 9)):
             start = site + rng.normal(0, 0.03 * r, 2)
-            loop = _vessel_path(rng, start, rng.uniform(0, 2 * np.pi), rng.uniform(0.12, 0.25),
-                                rng.choice([-1, 1]) * rng.uniform(12, 20), r, step=0.012)
+            loop = _vessel_path(
+                rng,
+                start,
+                rng.uniform(0, 2 * np.pi),
+                rng.uniform(0.12, 0.25),
+                rng.choice([-1, 1]) * rng.uniform(12, 20),
+                r,
+                step=0.012,
+            )
             _stamp_path(widths, loop, 0.009 * r)
     _blend(image, _thicken(widths), BLOOD * 1.3)
 
@@ -451,8 +534,9 @@ def _draw_preretinal_haemorrhage(image, rng, centre, disc, r) -> None:
 
 def _camera(image, rng, rho, r) -> np.ndarray:
     """Exposure, colour cast, defocus blur, sensor noise and JPEG round trip."""
-    image = image * np.float32(rng.uniform(0.85, 1.2)) * rng.uniform(0.93, 1.07, 3).astype(
-        np.float32)
+    image = (
+        image * np.float32(rng.uniform(0.85, 1.2)) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
+    )
     image = np.clip(image, 0, 1) ** rng.uniform(0.85, 1.15)
     blur = rng.uniform(0.0, 1.0) * r / 160
     if blur > 0.2:

@@ -28,8 +28,9 @@ def available_models() -> list[str]:
 def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
     """Builds the registered model ``cfg.name`` for square uint8 inputs of ``image_size``."""
     if cfg.name not in _REGISTRY:
-        raise ConfigError(f"model.name={cfg.name!r} is not registered; choose one of "
-                          f"{available_models()}.")
+        raise ConfigError(
+            f"model.name={cfg.name!r} is not registered; choose one of {available_models()}."
+        )
     return _REGISTRY[cfg.name](cfg, image_size)
 
 

@@ -29,14 +29,16 @@ def small_cnn(cfg: ModelConfig, image_size: int) -> keras.Model:
     """
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
-    x = layers.Conv2D(cfg.widths[0] // 2 or 8, 5, strides=2, padding="same", use_bias=False,
-                      name="stem_conv")(x)
+    x = layers.Conv2D(
+        cfg.widths[0] // 2 or 8, 5, strides=2, padding="same", use_bias=False, name="stem_conv"
+    )(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for index, width in enumerate(cfg.widths):
         x = _conv_block(x, width, f"block{index + 1}")
-    x = layers.Concatenate(name="pool")([layers.GlobalAveragePooling2D()(x),
-                                         layers.GlobalMaxPooling2D()(x)])
+    x = layers.Concatenate(name="pool")(
+        [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)]
+    )
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     # float32 logits: under mixed precision a float16 softmax loses the small probabilities.
     logits = layers.Dense(cfg.num_classes, dtype="float32", name="logits")(x)

@@ -47,8 +47,11 @@ class Session:
 
 def with_absolute_paths(cfg: RunConfig) -> RunConfig:
     """Data paths made absolute, so the saved config works from any working directory."""
-    data = replace(cfg.data, root=str(Path(cfg.data.root).resolve()),
-                   cache_dir=str(Path(cfg.data.cache_dir).resolve()))
+    data = replace(
+        cfg.data,
+        root=str(Path(cfg.data.root).resolve()),
+        cache_dir=str(Path(cfg.data.cache_dir).resolve()),
+    )
     return replace(cfg, data=data)
 
 
@@ -69,21 +72,36 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
     train_rows, val_rows = (manifest[manifest["split"] == s] for s in ("train", "val"))
     steps_per_epoch = len(train_rows) // cfg.train.batch_size
     if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the "
-                          f"{len(train_rows)} training scans; lower it.")
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} exceeds the "
+            f"{len(train_rows)} training scans; lower it."
+        )
     model = build_model(cfg.model, cfg.preprocess.image_size)
     optimizer = build_optimizer(cfg.optimizer, policy)
     optimizer.build(model.trainable_variables)
-    iterator = iter(make_train_dataset(
-        train_rows["cache_path"].tolist(), train_rows["grade"].tolist(),
-        cfg.train.batch_size, seed=cfg.seed, augment=cfg.train.augment))
+    iterator = iter(
+        make_train_dataset(
+            train_rows["cache_path"].tolist(),
+            train_rows["grade"].tolist(),
+            cfg.train.batch_size,
+            seed=cfg.seed,
+            augment=cfg.train.augment,
+        )
+    )
     state = TrainingState(model, optimizer, iterator)
     store = CheckpointStore(run_dir / LATEST_DIR, state, cfg.checkpoint.max_to_keep)
     restored_from = store.restore_latest()
-    val_dataset = make_eval_dataset(val_rows["cache_path"].tolist(), val_rows["grade"].tolist(),
-                                    batch_size=2 * cfg.train.batch_size)
-    log.info("Precision policy %s; model %s with %s parameters.", policy, cfg.model.name,
-             f"{model.count_params():,}")
+    val_dataset = make_eval_dataset(
+        val_rows["cache_path"].tolist(),
+        val_rows["grade"].tolist(),
+        batch_size=2 * cfg.train.batch_size,
+    )
+    log.info(
+        "Precision policy %s; model %s with %s parameters.",
+        policy,
+        cfg.model.name,
+        f"{model.count_params():,}",
+    )
     return Session(state, store, iterator, val_dataset, steps_per_epoch, restored_from)
 
 
@@ -117,9 +135,16 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         state.epoch.assign(epoch + 1)
         path = session.store.save()
         _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
-        _append_history(run_dir, {"epoch": epoch + 1, "first_step": first, "last_step": last,
-                                  **summary, **{f"val_{k}": v for k, v in metrics.items()
-                                                if k in state.metrics}})
+        _append_history(
+            run_dir,
+            {
+                "epoch": epoch + 1,
+                "first_step": first,
+                "last_step": last,
+                **summary,
+                **{f"val_{k}": v for k, v in metrics.items() if k in state.metrics},
+            },
+        )
     result = state.metric_values()
     if cfg.train.evaluate_test:
         from retina.evaluation import evaluate_run
@@ -128,14 +153,20 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     return result
 
 
-def _run_epoch(session: Session, cfg: RunConfig, train_step, first: int, last: int,
-               epoch: int) -> dict:
+def _run_epoch(
+    session: Session, cfg: RunConfig, train_step, first: int, last: int, epoch: int
+) -> dict:
     """Steps ``first..last`` (a whole epoch, or its rest after a mid-epoch resume)."""
     state, every = session.state, cfg.checkpoint.every_steps
     loss_sum = accuracy_sum = 0.0
     started = time.perf_counter()
-    bar = tqdm(range(first, last + 1), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-               unit="step", mininterval=1.0, leave=False)
+    bar = tqdm(
+        range(first, last + 1),
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        unit="step",
+        mininterval=1.0,
+        leave=False,
+    )
     for step in bar:
         images, labels = next(session.iterator)
         loss, accuracy = train_step(images, labels)
@@ -149,16 +180,29 @@ def _run_epoch(session: Session, cfg: RunConfig, train_step, first: int, last: i
             session.store.save()
     steps = last - first + 1
     seconds = time.perf_counter() - started
-    return {"loss": loss_sum / steps, "accuracy": accuracy_sum / steps,
-            "images_per_s": steps * cfg.train.batch_size / seconds, "seconds": seconds}
+    return {
+        "loss": loss_sum / steps,
+        "accuracy": accuracy_sum / steps,
+        "images_per_s": steps * cfg.train.batch_size / seconds,
+        "seconds": seconds,
+    }
 
 
 def _log_epoch(epoch: int, epochs: int, summary: dict, metrics: dict, path: str) -> None:
-    log.info("epoch %d/%d  loss %.4f  acc %.3f  %.0f img/s | val AUC %.3f  sens %.3f  "
-             "spec %.3f  kappa %.3f | saved %s", epoch + 1, epochs, summary["loss"],
-             summary["accuracy"], summary["images_per_s"], metrics["referable_auc"],
-             metrics["sensitivity"], metrics["specificity"],
-             metrics["quadratic_weighted_kappa"], Path(path).name)
+    log.info(
+        "epoch %d/%d  loss %.4f  acc %.3f  %.0f img/s | val AUC %.3f  sens %.3f  "
+        "spec %.3f  kappa %.3f | saved %s",
+        epoch + 1,
+        epochs,
+        summary["loss"],
+        summary["accuracy"],
+        summary["images_per_s"],
+        metrics["referable_auc"],
+        metrics["sensitivity"],
+        metrics["specificity"],
+        metrics["quadratic_weighted_kappa"],
+        Path(path).name,
+    )
 
 
 def _append_history(run_dir: Path, row: dict) -> None:
@@ -168,8 +212,12 @@ def _append_history(run_dir: Path, row: dict) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(row))
         if new:
             writer.writeheader()
-        writer.writerow({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-                         for k, v in row.items()})
+        writer.writerow(
+            {
+                k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+                for k, v in row.items()
+            }
+        )
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:

@@ -18,13 +18,13 @@ def make_train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer):
     def train_step(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
             scaled_loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         optimizer.apply(gradients, model.trainable_variables)
-        hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels),
-                       tf.float32)
+        hits = tf.cast(
+            tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32
+        )
         return loss, tf.reduce_mean(hits)
 
     return train_step
