@@ -1,5 +1,5 @@
 """What every Hydra entry point shares: user errors end the program with a one-line
-message and exit status 2 instead of a traceback."""
+message and exit status 2 instead of a traceback; a preempted run exits with 75."""
 
 from __future__ import annotations
 
@@ -15,12 +15,18 @@ EXIT_USER_ERROR = 2
 def exit_on_user_error(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        from retina.training.preemption import EXIT_PREEMPTED, Preempted
+
         # absl (through TensorFlow) logs internals at INFO into Hydra's root logger.
         logging.getLogger("absl").setLevel(logging.WARNING)
+        log = logging.getLogger("retina")
         try:
             return function(*args, **kwargs)
+        except Preempted as stop:
+            log.warning("%s", stop)
+            sys.exit(EXIT_PREEMPTED)
         except RetinaError as error:
-            logging.getLogger("retina").error("%s: %s", type(error).__name__, error)
+            log.error("%s: %s", type(error).__name__, error)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper

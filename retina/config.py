@@ -50,11 +50,18 @@ class ModelConfig:
 
 
 @dataclass
-class OptimizerConfig:
+class OptimizerSpec:
     name: str = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
+
+
+@dataclass
+class OptimizerConfig(OptimizerSpec):
+    """The optimizer of the whole model, or of the backbone when ``head`` is set."""
+
+    head: OptimizerSpec | None = None
 
 
 @dataclass
@@ -66,12 +73,16 @@ class TrainLoopConfig:
     augment: bool = True
     referable_threshold: float = 0.5
     evaluate_test: bool = True
+    on_nonfinite: str = "stop"
 
 
 @dataclass
 class CheckpointConfig:
     max_to_keep: int = 3
     every_steps: int = 0
+    keep_best: int = 3
+    best_metric: str = "referable_auc"
+    best_mode: str = "max"
 
 
 @dataclass

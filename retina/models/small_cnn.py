@@ -36,10 +36,10 @@ def small_cnn(cfg: ModelConfig, image_size: int) -> keras.Model:
     x = layers.ReLU(name="stem_relu")(x)
     for index, width in enumerate(cfg.widths):
         x = _conv_block(x, width, f"block{index + 1}")
-    x = layers.Concatenate(name="pool")(
+    x = layers.Concatenate(name="head_pool")(
         [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)]
     )
-    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
     # float32 logits: under mixed precision a float16 softmax loses the small probabilities.
-    logits = layers.Dense(cfg.num_classes, dtype="float32", name="logits")(x)
+    logits = layers.Dense(cfg.num_classes, dtype="float32", name="head_logits")(x)
     return keras.Model(inputs, logits, name="small_cnn")
