@@ -240,8 +240,8 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _fault_point(point: str, step: int) -> None:
-    """Test hook: ``RETINA_FAULT=<point>:<step>`` SIGKILLs the process right here."""
+def fault_point(point: str, step: int) -> None:
+    """Crash-test hook: ``RETINA_FAULT=<point>:<step>`` SIGKILLs the process right here."""
     if os.environ.get(FAULT_ENV) == f"{point}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -286,7 +286,7 @@ class CheckpointFolder:
         started = time.perf_counter()
         try:
             self.state.checkpoint.write(str(prefix))
-            _fault_point(f"{kind}_after_data", step)
+            fault_point(f"{kind}_after_data", step)
             files = {p.name: _sha256(p) for p in _files_of(prefix)}
             meta = {
                 "name": prefix.name,
@@ -308,19 +308,18 @@ class CheckpointFolder:
                 f"could not write {prefix}: {error}. Earlier checkpoints in {self.directory} "
                 "are intact; free disk space (or fix permissions) and re-run to resume."
             ) from None
-        _fault_point(f"{kind}_after_sidecar", step)
+        fault_point(f"{kind}_after_sidecar", step)
         log.debug("Saved %s in %.3f s", prefix, time.perf_counter() - started)
         return prefix
 
     def update_state_file(self) -> None:
-        """Rewrites TF's ``checkpoint`` file from the sidecars (newest last, as TF lists)."""
+        """Rewrites TF's ``checkpoint`` file (for ``tf.train.latest_checkpoint`` and other
+        TF tools) from the sidecars, oldest first as TF lists them."""
         prefixes = self.prefixes()
         if prefixes:
-            tf.compat.v1.train.update_checkpoint_state(
-                str(self.directory),
-                prefixes[0].name,
-                all_model_checkpoint_paths=[p.name for p in reversed(prefixes)],
-            )
+            lines = [f'model_checkpoint_path: "{prefixes[0].name}"']
+            lines += [f'all_model_checkpoint_paths: "{p.name}"' for p in reversed(prefixes)]
+            _write_atomically(self.directory / "checkpoint", "\n".join(lines) + "\n")
 
     def keep_only(self, steps: set[int]) -> None:
         for prefix in self.prefixes():
@@ -399,8 +398,8 @@ class CheckpointStore:
     def save(self, best: bool = False) -> Path:
         """Saves to ``latest/`` (keeping ``max_to_keep``), then to ``best/`` if it ranked."""
         prefix = self.latest.save("latest")
-        self.latest.update_state_file()
         self.latest.keep_only({_step_of(p) for p in self.latest.prefixes()[: self.max_to_keep]})
+        self.latest.update_state_file()
         if best:
             self.best.save("best")
         self._sync_best()
@@ -415,6 +414,18 @@ class CheckpointStore:
         self.best.keep_only(ledger)
         self.best.update_state_file()
 
+    def _check_state_file(self) -> None:
+        """TF's state file is rewritten from the sidecars; say so when it was damaged."""
+        path = self.latest.directory / "checkpoint"
+        if not path.exists():
+            return
+        try:
+            readable = tf.train.get_checkpoint_state(str(self.latest.directory)) is not None
+        except Exception:  # TF raises ValueError or a protobuf ParseError, by content
+            readable = False
+        if not readable:
+            log.warning("%s is empty or garbled; rebuilding it from the checkpoint sidecars.", path)
+
     def restore(self) -> Path | None:
         """Restores the newest intact ``latest/`` checkpoint; None when there is none.
 
@@ -422,6 +433,7 @@ class CheckpointStore:
             CheckpointError: checkpoints exist but none is intact, or the intact one does not
                 match the model built from the current config.
         """
+        self._check_state_file()
         for folder in (self.latest, self.best):
             for name in folder.clean_orphans():
                 log.warning(

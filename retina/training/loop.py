@@ -17,7 +17,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from retina.checkpoint import CheckpointStore, RunLock, TrainingState
+from retina.checkpoint import CheckpointStore, RunLock, TrainingState, fault_point
 from retina.config import RunConfig
 from retina.data.pipeline import make_eval_dataset, make_train_dataset
 from retina.data.prepare import prepare_run_data
@@ -236,6 +236,7 @@ def _run_epoch(session, cfg: RunConfig, first: int, last: int, steps_log, stop) 
         state.step.assign(step)
         state.add_step(loss if math.isfinite(loss) else 0.0, accuracy)
         steps_log.write(step, loss, accuracy)
+        fault_point("step", step)
         rate = (step - first + 1) * batch / (time.perf_counter() - started)
         bar.set_postfix(
             loss=f"{state.epoch_means()['loss']:.4f}", img_s=f"{rate:.0f}", refresh=False
