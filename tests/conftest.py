@@ -47,10 +47,10 @@ def shared_data(tmp_path_factory) -> Path:
 
 
 def run_module(
-    module: str, *args: str, cwd: Path, timeout: int = 300
+    module: str, *args: str, cwd: Path, timeout: int = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Runs ``python -m <module> args`` as a user would; output captured as text."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
