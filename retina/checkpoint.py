@@ -88,6 +88,7 @@ class TrainingState:
     ):
         self.model = model
         self.optimizers = optimizers
+        self._finite_check = None
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Sums over the current epoch, so a mid-epoch resume reports the same epoch mean.
@@ -137,15 +138,16 @@ class TrainingState:
             variable.assign(0.0)
 
     def weights_are_finite(self) -> bool:
-        """Model weights and optimizer moments hold no NaN or Inf."""
-        variables = list(self.model.variables)
-        for optimizer in self.optimizers.values():
-            variables += optimizer.variables
-        return all(
-            bool(tf.reduce_all(tf.math.is_finite(v)))
-            for v in variables
-            if keras.backend.is_float_dtype(v.dtype)
-        )
+        """Model weights and optimizer moments hold no NaN or Inf (one compiled check)."""
+        if self._finite_check is None:
+            variables = list(self.model.variables)
+            for optimizer in self.optimizers.values():
+                variables += optimizer.variables
+            floats = [v for v in variables if keras.backend.is_float_dtype(v.dtype)]
+            self._finite_check = tf.function(
+                lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in floats])
+            )
+        return bool(self._finite_check())
 
 
 # ----------------------------------------------------------------------------- ledger
@@ -182,11 +184,15 @@ def _files_of(prefix: Path) -> list[Path]:
     )
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, sync: bool = False) -> str:
+    """The file's SHA-256; with ``sync``, also forces it to disk (TF does not fsync), so a
+    sidecar never vouches for data that a power cut could still lose."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
             digest.update(chunk)
+        if sync:
+            os.fsync(handle.fileno())
     return digest.hexdigest()
 
 
@@ -197,6 +203,11 @@ def _write_atomically(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself is durable only once the folder is synced
+    finally:
+        os.close(directory)
 
 
 def _step_of(prefix: Path) -> int:
@@ -287,7 +298,7 @@ class CheckpointFolder:
         try:
             self.state.checkpoint.write(str(prefix))
             fault_point(f"{kind}_after_data", step)
-            files = {p.name: _sha256(p) for p in _files_of(prefix)}
+            files = {p.name: _sha256(p, sync=True) for p in _files_of(prefix)}
             meta = {
                 "name": prefix.name,
                 "kind": kind,
