@@ -51,7 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from retina.errors import CheckpointError
+from retina.errors import CheckpointError, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +287,10 @@ class CheckpointFolder:
         """Writes the state as ``ckpt-<step>`` following the save order in the module doc."""
         step = int(self.state.step.numpy())
         if not self.state.weights_are_finite():
-            raise CheckpointError(
-                f"step {step}: the weights hold NaN or Inf; not saving them over the "
-                f"good checkpoints in {self.directory}."
+            raise TrainingDiverged(
+                f"step {step}: the weights hold NaN or Inf; not saving them over the good "
+                f"checkpoints in {self.directory}. Lower optimizer.learning_rate, or set "
+                "train.on_nonfinite=rollback."
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         prefix = self.directory / f"ckpt-{step}"
@@ -543,6 +544,17 @@ def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:
             "(python -m retina.train hydra.run.dir=<run_dir>)."
         )
     return found
+
+
+def resolve_checkpoint(reference: str | Path) -> Path:
+    """A checkpoint from ``<run_dir>`` (its latest), ``<run_dir>/best``, ``<run_dir>/latest``
+    or a checkpoint prefix such as ``<run_dir>/latest/ckpt-120``."""
+    path = Path(reference)
+    if _sidecar(path).exists():
+        return path
+    if path.name in (LATEST_DIR, BEST_DIR) and path.is_dir():
+        return find_checkpoint(path.parent, path.name)
+    return find_checkpoint(path, LATEST_DIR)
 
 
 def _best_first(prefixes: list[Path]) -> list[Path]:

@@ -83,6 +83,7 @@ class CheckpointConfig:
     keep_best: int = 3
     best_metric: str = "referable_auc"
     best_mode: str = "max"
+    init_from: str = ""
 
 
 @dataclass

@@ -17,5 +17,9 @@ class DicomError(DataError):
     """A DICOM file cannot be turned into an RGB image."""
 
 
+class TrainingDiverged(RetinaError):
+    """The loss or the weights became NaN or Inf; nothing non-finite was saved."""
+
+
 class CheckpointError(RetinaError):
     """A checkpoint is missing, damaged, or does not match the model that reads it."""

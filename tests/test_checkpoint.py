@@ -17,7 +17,7 @@ from conftest import ROOT, smoke_config
 from retina.checkpoint import RunLock, find_checkpoint, rank, read_sidecar
 from retina.checkpoints import checkpoint_rows
 from retina.config import load_run_config
-from retina.errors import CheckpointError
+from retina.errors import CheckpointError, TrainingDiverged
 from retina.training.loop import open_session, train
 
 NAN = float("nan")
@@ -228,3 +228,51 @@ def test_checkpoints_command_lists_and_verifies(run_copy):
     )
     assert result.returncode == 1 and "ckpt-6" in result.stdout and "NO:" in result.stdout
     assert json.loads((run_copy / "latest" / "ckpt-8.meta.json").read_text())["step"] == 8
+
+
+def test_weights_only_initialisation_for_fine_tuning(run_copy, tmp_path, shared_data, caplog):
+    source = run_copy / "latest" / "ckpt-10"
+    cfg = smoke_config(shared_data, [f"checkpoint.init_from={source}", "optimizer=sgd"])
+    with caplog.at_level(logging.INFO):
+        session = open_session(cfg, tmp_path / "finetune")
+    assert session.restored_from is None and "ckpt-10 (weights only)" in caplog.text
+    assert int(session.state.step.numpy()) == 0  # a new run: step and optimizer start afresh
+    original = _restore(run_copy).state.model  # full-state restore of the same checkpoint
+    for mine, theirs in zip(session.state.model.weights, original.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), mine.path)
+
+
+def test_diverging_loss_stops_without_saving_it(tmp_path, shared_data):
+    cfg = smoke_config(
+        shared_data,
+        [
+            "optimizer=sgd",
+            "optimizer.learning_rate=1e12",
+            "checkpoint.every_steps=1",
+            "train.evaluate_test=false",
+        ],
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"step (\d+): the (loss is|weights hold) (nan|inf|NaN)"
+    ) as error:
+        train(cfg, tmp_path)
+    step = int(str(error.value).split()[1].rstrip(":"))
+    saved = [int(p.name[5:-10]) for p in (tmp_path / "latest").glob("*.meta.json")]
+    assert saved and max(saved) < step
+    assert _restore(tmp_path).state.weights_are_finite()
+
+
+def test_rollback_restores_and_halves_the_learning_rate(tmp_path, shared_data, caplog):
+    cfg = smoke_config(
+        shared_data,
+        [
+            "optimizer=sgd",
+            "optimizer.learning_rate=1e12",
+            "checkpoint.every_steps=1",
+            "train.evaluate_test=false",
+            "train.on_nonfinite=rollback",
+        ],
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(TrainingDiverged):
+        train(cfg, tmp_path)
+    assert caplog.text.count("Rolled back to") == 3  # then it gives up

@@ -17,12 +17,19 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from retina.checkpoint import CheckpointStore, RunLock, TrainingState, fault_point
+from retina.checkpoint import (
+    CheckpointStore,
+    RunLock,
+    TrainingState,
+    fault_point,
+    resolve_checkpoint,
+    restore_weights,
+)
 from retina.config import RunConfig
 from retina.data.pipeline import make_eval_dataset, make_train_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS
-from retina.errors import ConfigError, RetinaError
+from retina.errors import ConfigError, TrainingDiverged
 from retina.metrics import clinical_metrics
 from retina.models import build_model
 from retina.training.optimizers import build_all, build_optimizers, variable_groups
@@ -35,10 +42,6 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.csv"
 STEPS_FILE = "steps.csv"
 MAX_ROLLBACKS = 3
-
-
-class TrainingDiverged(RetinaError):
-    """The loss became NaN or Inf."""
 
 
 @dataclass
@@ -89,6 +92,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
 
     Follows the restore order documented in ``retina.checkpoint``.
     """
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -124,6 +128,10 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         best_mode=cfg.checkpoint.best_mode,
     )
     restored_from = store.restore()
+    if restored_from is None and cfg.checkpoint.init_from:
+        source = resolve_checkpoint(cfg.checkpoint.init_from)
+        restore_weights(model, source)
+        log.info("Initialized the model's weights from %s (weights only).", source)
     val_dataset = make_eval_dataset(
         val_rows["cache_path"].tolist(), val_rows["grade"].tolist(), 2 * cfg.train.batch_size
     )
@@ -192,26 +200,29 @@ def _train_epochs(session: Session, cfg: RunConfig, run_dir: Path, stop: StopSig
     steps_log = StepLog(run_dir / STEPS_FILE, restored_step=int(state.step.numpy()))
     rollbacks = 0
     while (step := int(state.step.numpy())) < cfg.train.epochs * spe:
-        epoch = step // spe
-        # 1. Train to the end of the epoch.
         try:
-            summary = _run_epoch(session, cfg, step + 1, (epoch + 1) * spe, steps_log, stop)
+            _train_epoch(session, cfg, run_dir, step, steps_log, stop)
         except TrainingDiverged as error:
             if cfg.train.on_nonfinite != "rollback" or rollbacks == MAX_ROLLBACKS:
                 raise
             rollbacks += 1
             _roll_back(session, error, steps_log)
-            continue
-        # 2. Validate, rank, save.
-        grades, probabilities = predict_dataset(session.predict_step, session.val_dataset)
-        metrics = clinical_metrics(grades, probabilities, cfg.train.referable_threshold)
-        state.record_metrics(metrics)
-        state.epoch.assign(epoch + 1)
-        path = session.store.save(best=session.store.rank(metrics))
-        _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
-        _append_history(run_dir, epoch, step + 1, summary, metrics, state)
-        if stop.received:
-            raise Preempted(stop.received, (epoch + 1) * spe, str(path))
+
+
+def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, stop) -> None:
+    """From ``step + 1`` to the end of its epoch, then validate, rank and save."""
+    state, spe = session.state, session.steps_per_epoch
+    epoch = step // spe
+    summary = _run_epoch(session, cfg, step + 1, (epoch + 1) * spe, steps_log, stop)
+    grades, probabilities = predict_dataset(session.predict_step, session.val_dataset)
+    metrics = clinical_metrics(grades, probabilities, cfg.train.referable_threshold)
+    state.record_metrics(metrics)
+    state.epoch.assign(epoch + 1)
+    path = session.store.save(best=session.store.rank(metrics))
+    _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
+    _append_history(run_dir, epoch, step + 1, summary, metrics, state)
+    if stop.received:
+        raise Preempted(stop.received, (epoch + 1) * spe, str(path))
 
 
 def _run_epoch(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -> dict:
