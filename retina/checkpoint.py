@@ -19,6 +19,9 @@ Save order (a kill at any point leaves the previous checkpoints usable):
   2. ``tf.train.Checkpoint.write``: TF writes temp files and renames them.
   3. Hash the files and write the sidecar (temp file, fsync, rename): now it exists.
   4. Update TF's state file, then delete checkpoints beyond the limit (sidecar first).
+With ``checkpoint.background`` on, step 1 and a snapshot of every value (see
+``retina.checkpoint_snapshot``) run on the training thread and steps 2-4 on a writer
+thread, one write in flight at a time.
 
 Restore order (each step needs the one before it):
   1. Set the dtype policy, then build the model from the run's config.
@@ -45,12 +48,14 @@ import re
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from retina.checkpoint_snapshot import Snapshotter
 from retina.errors import CheckpointError, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -283,8 +288,9 @@ class CheckpointFolder:
                 found.append((int(match.group(1)), sidecar.with_name(match.group(0))))
         return [prefix for _, prefix in sorted(found, reverse=True)]
 
-    def save(self, kind: str) -> Path:
-        """Writes the state as ``ckpt-<step>`` following the save order in the module doc."""
+    def prepare(self, kind: str) -> dict:
+        """Save order step 1, on the training thread: refuse non-finite weights, fix the
+        prefix and the sidecar facts of the state as it is now."""
         step = int(self.state.step.numpy())
         if not self.state.weights_are_finite():
             raise TrainingDiverged(
@@ -295,24 +301,32 @@ class CheckpointFolder:
         self.directory.mkdir(parents=True, exist_ok=True)
         prefix = self.directory / f"ckpt-{step}"
         _sidecar(prefix).unlink(missing_ok=True)  # a re-save of a step is incomplete until 3.
-        started = time.perf_counter()
+        meta = {
+            "name": prefix.name,
+            "kind": kind,
+            "step": step,
+            "epoch": int(self.state.epoch.numpy()),
+            "metrics": self.state.metric_values(),
+            "train": self.state.epoch_means(),
+            "best_ledger": [int(s) for s in self.state.best_steps.numpy() if s >= 0],
+            "versions": library_versions(),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **self.describe,
+        }
+        return {"prefix": prefix, "kind": kind, "step": step, "meta": meta}
+
+    def commit(self, job: dict, snapshot=None) -> Path:
+        """Save order steps 2-3: the data (from ``snapshot`` when given, else the live
+        state), then hashes, fsync and the sidecar."""
+        prefix, step, kind = job["prefix"], job["step"], job["kind"]
         try:
-            self.state.checkpoint.write(str(prefix))
+            if snapshot is None:
+                self.state.checkpoint.write(str(prefix))
+            else:
+                Snapshotter.write(snapshot, str(prefix))
             fault_point(f"{kind}_after_data", step)
             files = {p.name: _sha256(p, sync=True) for p in _files_of(prefix)}
-            meta = {
-                "name": prefix.name,
-                "kind": kind,
-                "step": step,
-                "epoch": int(self.state.epoch.numpy()),
-                "metrics": self.state.metric_values(),
-                "train": self.state.epoch_means(),
-                "best_ledger": [int(s) for s in self.state.best_steps.numpy() if s >= 0],
-                "files": files,
-                "versions": library_versions(),
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                **self.describe,
-            }
+            meta = {**job["meta"], "files": files}
             _write_atomically(_sidecar(prefix), json.dumps(meta, indent=2, default=float) + "\n")
         except (OSError, tf.errors.OpError) as error:
             self._remove(prefix)
@@ -321,8 +335,11 @@ class CheckpointFolder:
                 "are intact; free disk space (or fix permissions) and re-run to resume."
             ) from None
         fault_point(f"{kind}_after_sidecar", step)
-        log.debug("Saved %s in %.3f s", prefix, time.perf_counter() - started)
         return prefix
+
+    def save(self, kind: str) -> Path:
+        """A synchronous save of the live state."""
+        return self.commit(self.prepare(kind))
 
     def update_state_file(self) -> None:
         """Rewrites TF's ``checkpoint`` file (for ``tf.train.latest_checkpoint`` and other
@@ -378,6 +395,7 @@ class CheckpointStore:
         max_to_keep: int = 3,
         best_metric: str = "referable_auc",
         best_mode: str = "max",
+        background: bool = False,
     ):
         if best_metric not in VALIDATION_METRICS:
             raise CheckpointError(
@@ -389,6 +407,9 @@ class CheckpointStore:
         self.best = CheckpointFolder(self.run_dir / BEST_DIR, state, describe)
         self.max_to_keep = max_to_keep
         self.best_metric, self.best_mode = best_metric, best_mode
+        self._snapshotter = Snapshotter(state.checkpoint) if background else None
+        self._writer = ThreadPoolExecutor(1, "checkpoint-writer") if background else None
+        self._pending = None
 
     def rank(self, metrics: dict) -> bool:
         """Offers the current state to the best-k ledger by the monitored metric.
@@ -408,17 +429,45 @@ class CheckpointStore:
         return admitted
 
     def save(self, best: bool = False) -> Path:
-        """Saves to ``latest/`` (keeping ``max_to_keep``), then to ``best/`` if it ranked."""
-        prefix = self.latest.save("latest")
+        """Saves to ``latest/`` (keeping ``max_to_keep``), then to ``best/`` if it ranked.
+
+        With ``background`` on, only the snapshot is taken here; the files are written by
+        a worker thread while training goes on. At most one write is in flight: the next
+        save (or ``wait``) waits for it and re-raises its error.
+        """
+        self.wait()
+        jobs = [self.latest.prepare("latest")] + ([self.best.prepare("best")] if best else [])
+        ledger = {int(s) for s in self.state.best_steps.numpy() if s >= 0}
+        if self._snapshotter is None:
+            self._commit(jobs, None, ledger)
+        else:
+            snapshot = self._snapshotter.snapshot()
+            self._pending = self._writer.submit(self._commit, jobs, snapshot, ledger)
+        return jobs[0]["prefix"]
+
+    def _commit(self, jobs: list[dict], snapshot, ledger: set[int]) -> None:
+        for job in jobs:
+            (self.latest if job["kind"] == "latest" else self.best).commit(job, snapshot)
         self.latest.keep_only({_step_of(p) for p in self.latest.prefixes()[: self.max_to_keep]})
         self.latest.update_state_file()
-        if best:
-            self.best.save("best")
-        self._sync_best()
-        return prefix
+        self.best.keep_only(ledger)
+        self.best.update_state_file()
+
+    def wait(self) -> None:
+        """Blocks until the background write (if any) is complete; re-raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
 
     def _sync_best(self) -> None:
-        """Makes ``best/`` hold exactly the ledger's checkpoints."""
+        """After a restore, makes ``best/`` hold exactly the restored ledger's checkpoints."""
         ledger = {int(s) for s in self.state.best_steps.numpy() if s >= 0}
         step = int(self.state.step.numpy())
         if step in ledger and step not in {_step_of(p) for p in self.best.prefixes()}:
@@ -445,6 +494,7 @@ class CheckpointStore:
             CheckpointError: checkpoints exist but none is intact, or the intact one does not
                 match the model built from the current config.
         """
+        self.wait()
         self._check_state_file()
         for folder in (self.latest, self.best):
             for name in folder.clean_orphans():

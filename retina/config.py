@@ -84,6 +84,7 @@ class CheckpointConfig:
     best_metric: str = "referable_auc"
     best_mode: str = "max"
     init_from: str = ""
+    background: bool = True
 
 
 @dataclass

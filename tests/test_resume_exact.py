@@ -63,19 +63,24 @@ def baselines(workspace):
 
 
 @pytest.mark.parametrize(
-    "precision, fault",
+    "precision, fault, background",
     [
-        ("float32", "step:3"),  # between steps, mid-epoch
-        ("float32", "latest_after_data:7"),  # inside a save: data written, no sidecar
-        ("float32", "latest_after_sidecar:4"),  # inside a save: before the state file
-        ("float32", "best_after_data:5"),  # inside the best/ save at an epoch end
-        ("mixed_float16", "step:7"),
-        ("mixed_float16", "latest_after_data:5"),
+        ("float32", "step:3", False),  # between steps, mid-epoch
+        ("float32", "latest_after_data:7", False),  # inside a save: data written, no sidecar
+        ("float32", "latest_after_sidecar:4", False),  # inside a save: before the state file
+        ("float32", "best_after_data:5", False),  # inside the best/ save at an epoch end
+        ("mixed_float16", "step:7", False),
+        ("mixed_float16", "latest_after_data:5", False),
+        # The same kills with the non-blocking save: the writer thread is killed mid-write.
+        ("float32", "latest_after_data:7", True),
+        ("float32", "best_after_data:5", True),
+        ("mixed_float16", "step:7", True),
     ],
 )
-def test_killed_run_resumes_bit_exact(workspace, baselines, precision, fault):
-    run_dir = workspace / f"killed-{precision}-{fault.replace(':', '-')}"
-    args = _args(workspace, run_dir, precision)
+def test_killed_run_resumes_bit_exact(workspace, baselines, precision, fault, background):
+    """Baselines save synchronously: the background writer must write the same tensors."""
+    run_dir = workspace / f"killed-{precision}-{fault.replace(':', '-')}-{background}"
+    args = _args(workspace, run_dir, precision, f"checkpoint.background={background}")
     killed = run_module("retina.train", *args, cwd=workspace, env={"RETINA_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = run_module("retina.train", *args, cwd=workspace)

@@ -126,6 +126,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         max_to_keep=cfg.checkpoint.max_to_keep,
         best_metric=cfg.checkpoint.best_metric,
         best_mode=cfg.checkpoint.best_mode,
+        background=cfg.checkpoint.background,
     )
     restored_from = store.restore()
     if restored_from is None and cfg.checkpoint.init_from:
@@ -169,8 +170,11 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         session = open_session(cfg, run_dir)
         save_run_config(cfg, run_dir)  # only once the restore verified against this config
         _announce(session, cfg)
-        with StopSignal() as stop:
-            _train_epochs(session, cfg, run_dir, stop)
+        try:
+            with StopSignal() as stop:
+                _train_epochs(session, cfg, run_dir, stop)
+        finally:
+            session.store.close()  # a checkpoint being written in the background completes
     result = session.state.metric_values()
     if cfg.train.evaluate_test:
         from retina.evaluation import evaluate_run
