@@ -19,8 +19,8 @@ from PIL import Image
 
 from retina.config import PreprocessConfig
 from retina.data.dicom import read_dicom_rgb
-from retina.data.synthetic import _run_parallel
 from retina.errors import DataError
+from retina.parallel import run_parallel
 from retina.preprocess import preprocess_fundus
 
 HASH_CHUNK = 1 << 20
@@ -77,7 +77,7 @@ def build_cache(
     targets = [folder / f"{file_sha256(s)}.png" for s in sources]
     todo = [(s, t, cfg) for s, t in zip(sources, targets, strict=True) if not t.exists()]
     if todo:
-        _run_parallel(_cache_one, todo, workers, "preprocessing")
+        run_parallel(_cache_one, todo, workers, "preprocessing")
     return pd.Series([str(t) for t in targets], index=manifest.index)
 
 

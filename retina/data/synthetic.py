@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +31,8 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 from skimage import draw
-from tqdm import tqdm
+
+from retina.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def ensure_synthetic_dataset(root: str | Path, spec: SyntheticSpec, workers: int
     scans = _plan_scans(spec)
     log.info("Generating %d synthetic fundus scans into %s", len(scans), root)
     jobs = [(scan, spec.image_height, root / IMAGES_DIR) for scan in scans]
-    _run_parallel(_write_scan, jobs, workers, "synthetic scans")
+    run_parallel(_write_scan, jobs, workers, "synthetic scans")
     labels = pd.DataFrame(
         {
             "id_code": [s.id_code for s in scans],
@@ -143,37 +143,6 @@ def ensure_synthetic_dataset(root: str | Path, spec: SyntheticSpec, workers: int
     labels.to_csv(root / LABELS_FILE, index=False)
     spec_path.write_text(wanted)  # written last: its presence means the set is complete
     return root
-
-
-def _run_parallel(function, jobs: list, workers: int, what: str) -> None:
-    workers = workers or _cpu_count()
-    if workers == 1 or len(jobs) < 8:
-        for job in tqdm(jobs, desc=what, unit="img", mininterval=1.0):
-            function(job)
-        return
-    # Worker processes import numpy/scikit-image only, never TensorFlow.
-    with ProcessPoolExecutor(workers, mp_context=_spawn()) as pool:
-        chunks = max(1, len(jobs) // (workers * 8))
-        for _ in tqdm(
-            pool.map(function, jobs, chunksize=chunks),
-            total=len(jobs),
-            desc=what,
-            unit="img",
-            mininterval=1.0,
-        ):
-            pass
-
-
-def _spawn():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _plan_scans(spec: SyntheticSpec) -> list[_Scan]:

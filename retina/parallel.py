@@ -1,0 +1,33 @@
+"""Offline work over all cores with a progress bar (synthetic data, the preprocessing cache)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+from tqdm import tqdm
+
+
+def cpu_count() -> int:
+    """Cores this process may use (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> None:
+    """Calls ``function(job)`` for every job, over ``workers`` processes (0: all cores).
+
+    Workers are spawned, not forked: a fork of a process that already runs TensorFlow's
+    threads can deadlock. They import numpy/scikit-image only, never TensorFlow.
+    """
+    workers = workers or cpu_count()
+    progress = dict(total=len(jobs), desc=what, unit="img", mininterval=1.0)
+    if workers == 1 or len(jobs) < 8:
+        for job in tqdm(jobs, **progress):
+            function(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        chunks = max(1, len(jobs) // (workers * 8))
+        for _ in tqdm(pool.map(function, jobs, chunksize=chunks), **progress):
+            pass
