@@ -39,6 +39,9 @@ class PreprocessConfig:
     image_size: int = 128
     crop_to_fov: bool = True
     fov_threshold: float = 0.08
+    ben_graham: bool = False
+    clahe: bool = False
+    clahe_clip_limit: float = 0.01
 
 
 @dataclass

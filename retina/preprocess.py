@@ -6,6 +6,8 @@ Pure numpy/scikit-image, run offline by the cache, never inside the tf.data grap
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
 
 from retina.config import PreprocessConfig
@@ -54,8 +56,88 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.round(resized), 0, 255).astype(np.uint8)
 
 
+def estimate_radius(image: np.ndarray) -> float:
+    """Field-of-view radius from the middle row, as the Kaggle 2015 winner measured it:
+    half the count of pixels brighter than a tenth of the row's mean."""
+    row = image[image.shape[0] // 2].astype(np.float64).sum(axis=1)
+    radius = (row > row.mean() / 10).sum() / 2
+    return radius if radius >= 1 else image.shape[0] / 2
+
+
+def ben_graham(image: np.ndarray, radius: float, mask_ratio: float = 0.9) -> np.ndarray:
+    """Ben Graham's local-average colour subtraction (Kaggle DR 2015; TFDS "btgraham").
+
+    Scales the image so the field of view has ``radius`` pixels, subtracts a Gaussian blur
+    of sigma radius/30 (4 * image - 4 * blur + 128: lesions and vessels stand out whatever
+    the camera's colour balance), then paints everything outside ``mask_ratio`` of the
+    radius mid-grey and crops to that circle.
+    """
+    scale = radius / estimate_radius(image)
+    height, width = (int(round(n * scale)) for n in image.shape[:2])
+    scaled = np.round(
+        resize(image, (height, width), order=1, preserve_range=True, anti_aliasing=False)
+    )
+    sigma = radius / 30
+    # Blurred as uint8, like the recipe: truncation at 3 sigma is OpenCV's kernel for 8 bit.
+    blurred = np.round(
+        ndimage.gaussian_filter(scaled, (sigma, sigma, 0), mode="mirror", truncate=3.0)
+    )
+    out = np.clip(np.round(4 * scaled - 4 * blurred + 128), 0, 255)
+    keep = int(radius * mask_ratio)
+    centre_row, centre_col = height // 2, width // 2
+    rows, cols = np.ogrid[:height, :width]
+    outside = (rows - centre_row) ** 2 + (cols - centre_col) ** 2 > keep**2
+    out[outside] = 128
+    out = out[
+        max(centre_row - keep, 0) : centre_row + keep, max(centre_col - keep, 0) : centre_col + keep
+    ]
+    return out.astype(np.uint8)
+
+
+def clahe(image: np.ndarray, clip_limit: float = 0.01) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (on the value channel for RGB)."""
+    return np.round(equalize_adapthist(image, clip_limit=clip_limit) * 255).astype(np.uint8)
+
+
+def gradability_flags(
+    image: np.ndarray,
+    threshold: float = 0.08,
+    min_brightness: float = 20,
+    min_sharpness: float = 3.0,
+) -> list[str]:
+    """Why a scan may be ungradable: "no field of view", "too dark", "too blurred" (empty
+    when it looks gradable).
+
+    Sharpness is the variance of the Laplacian inside the field of view (eroded, so its
+    edge does not count) of the image scaled to 256 rows and divided by its mean
+    brightness, times 1e4: it depends neither on the camera's resolution nor on exposure.
+    Measured: skimage's retina photo 36.6, blurred at sigma 4 px 7.9, at sigma 8 px 2.3.
+    """
+    height, width = image.shape[:2]
+    small = resize(
+        image, (256, max(1, round(256 * width / height))), anti_aliasing=True, preserve_range=True
+    )
+    gray = small.mean(axis=2)
+    mask = fov_mask(small, threshold)
+    if mask.mean() < 0.1:
+        return ["no field of view"]
+    flags = []
+    brightness = gray[mask].mean()
+    if brightness < min_brightness:
+        flags.append("too dark")
+    inner = ndimage.binary_erosion(mask, iterations=4)
+    sharpness = ndimage.laplace(gray / brightness)[inner].var() * 1e4 if inner.any() else 0.0
+    if sharpness < min_sharpness:
+        flags.append("too blurred")
+    return flags
+
+
 def preprocess_fundus(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """The full chain the cache applies to every scan; returns (size, size, 3) uint8."""
     if cfg.crop_to_fov:
         image = crop_to_circle(image, fit_circle(fov_mask(image, cfg.fov_threshold)))
+    if cfg.ben_graham:
+        image = ben_graham(image, radius=cfg.image_size / 2)
+    if cfg.clahe:
+        image = clahe(image, cfg.clahe_clip_limit)
     return resize_square(image, cfg.image_size)
