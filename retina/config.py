@@ -31,6 +31,13 @@ class DataConfig:
     split_seed: int = 0
     id_salt: str = "retina-pseudonym-v1"
     workers: int = 0
+    image_dir: str = ""
+    labels_csv: str = ""
+    path_column: str = "path"
+    label_column: str = "grade"
+    patient_column: str = ""
+    eye_column: str = ""
+    split_column: str = ""
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

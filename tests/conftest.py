@@ -25,13 +25,16 @@ def compose_config(name: str = "train", overrides: list[str] | None = None):
         return compose(config_name=name, overrides=overrides or [])
 
 
-def smoke_config(tmp_root: Path, overrides: list[str] | None = None) -> RunConfig:
-    """The ``debug=smoke`` run config with its data and cache under ``tmp_root``."""
+def smoke_config(
+    tmp_root: Path, overrides: list[str] | None = None, data_root: Path | None = None
+) -> RunConfig:
+    """The ``debug=smoke`` run config with its cache (and, unless ``data_root`` is given,
+    its data) under ``tmp_root``."""
     cfg = compose_config(
         "train",
         [
             "debug=smoke",
-            f"data.root={tmp_root / 'synthetic'}",
+            f"data.root={data_root or tmp_root / 'synthetic'}",
             f"data.cache_dir={tmp_root / 'cache'}",
             "data.workers=1",
             *(overrides or []),

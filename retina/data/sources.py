@@ -32,37 +32,176 @@ def pseudonymise(value: str, salt: str) -> str:
 
 
 def build_manifest(cfg: DataConfig) -> pd.DataFrame:
-    """Reads the layout named by ``cfg.layout`` under ``cfg.root`` and splits it by patient."""
-    # The synthetic set is written in the APTOS layout (see retina.data.prepare).
-    readers = {"synthetic": _read_aptos2019, "aptos2019": _read_aptos2019}
-    if cfg.layout not in readers:
-        raise DataError(f"data.layout={cfg.layout!r} is not known; use one of {sorted(readers)}.")
-    manifest = readers[cfg.layout](cfg)
-    manifest["split"] = split_by_patient(
-        manifest, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
-    )
+    """Reads the layout named by ``cfg.layout`` under ``cfg.root`` and splits it by patient.
+
+    A split the layout itself gives (IDRiD's test set, the ``folder`` layout's split
+    column) wins: those scans keep it, and only the rest is dealt by patient.
+    """
+    if cfg.layout not in LAYOUTS:
+        raise DataError(f"data.layout={cfg.layout!r} is not known; use one of {sorted(LAYOUTS)}.")
+    manifest = LAYOUTS[cfg.layout](cfg)
+    given = manifest["split"] if "split" in manifest else pd.Series("", index=manifest.index)
+    unknown = sorted(set(given) - {"", *SPLITS})
+    if unknown:
+        raise DataError(f"split values {unknown} are not one of {SPLITS} (or empty).")
+    fixed = given.isin(["val", "test"])
+    rest = manifest[~fixed]
+    val = 0.0 if (given == "val").any() else cfg.val_fraction
+    test = 0.0 if (given == "test").any() else cfg.test_fraction
+    manifest["split"] = given
+    manifest.loc[~fixed, "split"] = split_by_patient(rest, val, test, cfg.split_seed)
     return manifest[MANIFEST_COLUMNS]
+
+
+def _read_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path} not found: data.root must hold {what}.")
+    # Strings first: ids such as "00123" or "NA" must survive as written.
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.columns = [c.strip() for c in table.columns]
+    _require_columns(table, columns, path)
+    return table
+
+
+def _scans(cfg: DataConfig, labels_path: Path, ids, paths, grades, patients, eyes, split=None):
+    """The manifest rows of one label table (patients pseudonymised here, before anything
+    is written)."""
+    frame = pd.DataFrame(
+        {
+            "scan_id": list(ids),
+            "path": list(paths),
+            "grade": _parse_grades(pd.Series(list(grades)), labels_path),
+            "patient": [pseudonymise(p, cfg.id_salt) for p in patients],
+            "eye": list(eyes),
+        }
+    )
+    if split is not None:
+        frame["split"] = list(split)
+    return frame
 
 
 def _read_aptos2019(cfg: DataConfig) -> pd.DataFrame:
     """APTOS 2019: ``train.csv`` (id_code, diagnosis[, patient_id, eye]) + ``train_images/``."""
     root = Path(cfg.root)
     labels_path = root / LABELS_FILE
-    if not labels_path.is_file():
-        raise DataError(f"{labels_path} not found: data.root must hold the APTOS train.csv.")
-    # Strings first: ids such as "00123" or "NA" must survive as written.
-    table = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
-    _require_columns(table, ["id_code", "diagnosis"], labels_path)
+    table = _read_table(labels_path, ["id_code", "diagnosis"], "the APTOS train.csv")
     patients = table["patient_id"] if "patient_id" in table else table["id_code"]
-    return pd.DataFrame(
-        {
-            "scan_id": table["id_code"],
-            "path": [_find_image(root / "train_images", i, labels_path) for i in table["id_code"]],
-            "grade": _parse_grades(table["diagnosis"], labels_path),
-            "patient": [pseudonymise(p, cfg.id_salt) for p in patients],
-            "eye": table["eye"] if "eye" in table else "",
-        }
+    folder = root / "train_images"
+    paths = [_find_image(root, folder, i, labels_path) for i in table["id_code"]]
+    eyes = table["eye"] if "eye" in table else [""] * len(table)
+    return _scans(cfg, labels_path, table["id_code"], paths, table["diagnosis"], patients, eyes)
+
+
+def _read_eyepacs(cfg: DataConfig) -> pd.DataFrame:
+    """Kaggle DR 2015 (EyePACS): ``trainLabels.csv`` (image, level) + ``train/<image>.jpeg``.
+
+    Names are ``<patient>_<left|right>``: both eyes of a patient stay in one split.
+    """
+    root = Path(cfg.root)
+    labels_path = root / "trainLabels.csv"
+    table = _read_table(labels_path, ["image", "level"], "the EyePACS trainLabels.csv")
+    folder = root / "train" if (root / "train").is_dir() else root
+    paths = [_find_image(root, folder, i, labels_path) for i in table["image"]]
+    patients = [name.rsplit("_", 1)[0] for name in table["image"]]
+    eyes = [{"left": "L", "right": "R"}.get(n.rsplit("_", 1)[-1], "") for n in table["image"]]
+    return _scans(cfg, labels_path, table["image"], paths, table["level"], patients, eyes)
+
+
+def _read_messidor2(cfg: DataConfig) -> pd.DataFrame:
+    """Messidor-2 with the adjudicated grades (Krause et al. 2018): ``messidor_data.csv``
+    (image_id, adjudicated_dr_grade, adjudicated_gradable) + ``IMAGES/<image_id>``.
+    Scans adjudicated ungradable carry no grade and are left out, with a log line."""
+    root = Path(cfg.root)
+    labels_path = root / "messidor_data.csv"
+    columns = ["image_id", "adjudicated_dr_grade", "adjudicated_gradable"]
+    table = _read_table(labels_path, columns, "the Messidor-2 messidor_data.csv")
+    ungradable = table["adjudicated_gradable"].str.strip() == "0"
+    if ungradable.any():
+        log.info("Messidor-2: leaving out %d scans adjudicated ungradable.", ungradable.sum())
+    table = table[~ungradable]
+    folder = root / (cfg.image_dir or "IMAGES")
+    paths = [_find_image(root, folder, i, labels_path) for i in table["image_id"]]
+    ids = [Path(i).stem for i in table["image_id"]]
+    return _scans(cfg, labels_path, ids, paths, table["adjudicated_dr_grade"], ids, [""] * len(ids))
+
+
+IDRID_PARTS = {
+    "train": ("a. IDRiD_Disease Grading_Training Labels.csv", "a. Training Set"),
+    "test": ("b. IDRiD_Disease Grading_Testing Labels.csv", "b. Testing Set"),
+}
+
+
+def _read_idrid(cfg: DataConfig) -> pd.DataFrame:
+    """IDRiD, B. Disease Grading, as published: ``2. Groundtruths/<a|b>. ... Labels.csv``
+    ("Image name", "Retinopathy grade") + ``1. Original Images/<a|b>. ... Set/<name>.jpg``.
+    The published test set is the test split."""
+    root = Path(cfg.root)
+    parts = []
+    for split, (labels_name, images_name) in IDRID_PARTS.items():
+        labels_path = root / "2. Groundtruths" / labels_name
+        if split == "test" and not labels_path.exists():
+            continue
+        table = _read_table(labels_path, ["Image name", "Retinopathy grade"], "IDRiD labels")
+        table = table[table["Image name"].str.strip() != ""]
+        folder = root / "1. Original Images" / images_name
+        names = table["Image name"].str.strip()
+        paths = [_find_image(root, folder, n, labels_path) for n in names]
+        # Both sets number their images from IDRiD_001: the set's name keeps them apart.
+        ids = [f"{split}-{n}" for n in names]
+        given = ["" if split == "train" else "test"] * len(names)
+        grades = table["Retinopathy grade"]
+        parts.append(_scans(cfg, labels_path, ids, paths, grades, ids, [""] * len(ids), given))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _read_folder(cfg: DataConfig) -> pd.DataFrame:
+    """Any CSV: ``data.labels_csv`` with ``data.path_column`` (relative to data.root) and
+    ``data.label_column``; ``data.patient_column``, ``data.eye_column`` and
+    ``data.split_column`` are optional."""
+    root = Path(cfg.root)
+    if not cfg.labels_csv:
+        raise DataError("data=folder needs data.labels_csv (a CSV relative to data.root).")
+    labels_path = root / cfg.labels_csv
+    table = _read_table(labels_path, [cfg.path_column, cfg.label_column], "data.labels_csv")
+    optional = {"patient": cfg.patient_column, "eye": cfg.eye_column, "split": cfg.split_column}
+    _require_columns(table, [c for c in optional.values() if c], labels_path)
+    paths = [confined_path(root, p, labels_path) for p in table[cfg.path_column]]
+    patients = table[cfg.patient_column] if cfg.patient_column else table[cfg.path_column]
+    eyes = table[cfg.eye_column] if cfg.eye_column else [""] * len(table)
+    split = table[cfg.split_column].str.strip().str.lower() if cfg.split_column else None
+    return _scans(
+        cfg,
+        labels_path,
+        [Path(p).stem for p in paths],
+        paths,
+        table[cfg.label_column],
+        patients,
+        eyes,
+        split=split,
     )
+
+
+LAYOUTS = {
+    "synthetic": _read_aptos2019,  # generated in the APTOS layout (see retina.data.prepare)
+    "aptos2019": _read_aptos2019,
+    "eyepacs": _read_eyepacs,
+    "messidor2": _read_messidor2,
+    "idrid": _read_idrid,
+    "folder": _read_folder,
+}
+
+
+def confined_path(root: Path, relative: str, labels_path: Path) -> str:
+    """``relative`` as a path inside ``root``; URLs, absolute paths, ``..`` and symlinks that
+    lead outside the data root are refused, naming the label table."""
+    if "://" in relative or Path(relative).is_absolute():
+        raise DataError(f"{labels_path}: {relative!r} is not a path relative to data.root.")
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DataError(f"{labels_path}: {relative!r} leads outside data.root ({root}).")
+    if not resolved.is_file():
+        raise DataError(f"{labels_path}: image {relative!r} not found under {root}.")
+    return str(Path(relative))
 
 
 def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -71,11 +210,12 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> Non
         raise DataError(f"{path} lacks the column(s) {missing}; it has {list(table.columns)}.")
 
 
-def _find_image(folder: Path, scan_id: str, labels_path: Path) -> str:
-    for suffix in IMAGE_SUFFIXES:
+def _find_image(root: Path, folder: Path, scan_id: str, labels_path: Path) -> str:
+    """The image of ``scan_id`` in ``folder``, as written or with a known suffix."""
+    for suffix in ("", *IMAGE_SUFFIXES):
         candidate = folder / f"{scan_id}{suffix}"
         if candidate.is_file():
-            return str(candidate.relative_to(folder.parent))
+            return str(candidate.relative_to(root))
     raise DataError(
         f"{labels_path} lists {scan_id!r} but no image {folder}/{scan_id}.* exists "
         f"(looked for {', '.join(IMAGE_SUFFIXES)})."
@@ -83,7 +223,7 @@ def _find_image(folder: Path, scan_id: str, labels_path: Path) -> str:
 
 
 def _parse_grades(values: pd.Series, labels_path: Path) -> np.ndarray:
-    grades = pd.to_numeric(values, errors="coerce")
+    grades = pd.to_numeric(values.str.strip(), errors="coerce")
     bad = grades.isna() | ~grades.isin(range(NUM_GRADES))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
