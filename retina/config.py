@@ -38,6 +38,7 @@ class DataConfig:
     patient_column: str = ""
     eye_column: str = ""
     split_column: str = ""
+    on_error: str = "skip"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

@@ -15,8 +15,8 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> None:
-    """Calls ``function(job)`` for every job, over ``workers`` processes (0: all cores).
+def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> list:
+    """``[function(job) for job in jobs]`` over ``workers`` processes (0: all cores).
 
     Workers are spawned, not forked: a fork of a process that already runs TensorFlow's
     threads can deadlock. They import numpy/scikit-image only, never TensorFlow.
@@ -24,10 +24,7 @@ def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> Non
     workers = workers or cpu_count()
     progress = dict(total=len(jobs), desc=what, unit="img", mininterval=1.0)
     if workers == 1 or len(jobs) < 8:
-        for job in tqdm(jobs, **progress):
-            function(job)
-        return
+        return [function(job) for job in tqdm(jobs, **progress)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         chunks = max(1, len(jobs) // (workers * 8))
-        for _ in tqdm(pool.map(function, jobs, chunksize=chunks), **progress):
-            pass
+        return list(tqdm(pool.map(function, jobs, chunksize=chunks), **progress))

@@ -9,7 +9,6 @@ from conftest import smoke_config
 from retina.config import DataConfig
 from retina.data.sources import build_manifest
 from retina.data.synthetic import render_fundus
-from retina.errors import DataError
 from retina.training.loop import read_history, train
 
 
@@ -126,14 +125,14 @@ def test_layout_trains(layout, tmp_path):
 
 def test_eyepacs_pairs_the_eyes_of_a_patient(tmp_path):
     _eyepacs(tmp_path)
-    manifest = build_manifest(DataConfig(layout="eyepacs", root=str(tmp_path)))
+    manifest, _ = build_manifest(DataConfig(layout="eyepacs", root=str(tmp_path)))
     assert manifest.groupby("patient").size().eq(2).all()
     assert sorted(manifest["eye"].unique()) == ["L", "R"]
 
 
 def test_published_test_sets_win(tmp_path):
     _idrid(tmp_path)
-    manifest = build_manifest(DataConfig(layout="idrid", root=str(tmp_path)))
+    manifest, _ = build_manifest(DataConfig(layout="idrid", root=str(tmp_path)))
     test = manifest[manifest["split"] == "test"]
     assert len(test) == 6 and test["scan_id"].str.startswith("test-").all()
     assert len(manifest) == 26  # blank rows dropped
@@ -141,7 +140,7 @@ def test_published_test_sets_win(tmp_path):
 
 def test_messidor2_leaves_out_ungradable(tmp_path):
     _messidor2(tmp_path)
-    manifest = build_manifest(DataConfig(layout="messidor2", root=str(tmp_path)))
+    manifest, _ = build_manifest(DataConfig(layout="messidor2", root=str(tmp_path)))
     assert len(manifest) == 24 and "ungradable" not in set(manifest["scan_id"])
 
 
@@ -151,9 +150,13 @@ def test_messidor2_leaves_out_ungradable(tmp_path):
 def test_folder_paths_must_stay_inside_the_root(tmp_path, bad):
     root = tmp_path / "root"
     _photo(tmp_path / "outside.png", 0)
+    _photo(root / "inside.png", 0)
     (root / "link").mkdir(parents=True)
     (root / "link" / "escape.png").symlink_to(tmp_path / "outside.png")
-    pd.DataFrame([{"path": bad, "grade": "0"}]).to_csv(root / "labels.csv", index=False)
+    rows = [{"path": "inside.png", "grade": "0"}, {"path": bad, "grade": "0"}]
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     cfg = DataConfig(layout="folder", root=str(root), labels_csv="labels.csv")
-    with pytest.raises(DataError, match="labels.csv"):
-        build_manifest(cfg)
+    manifest, problems = build_manifest(cfg)
+    assert manifest["path"].tolist() == ["inside.png"]
+    assert len(problems) == 1 and problems[0]["reason"].startswith("refused")
+    assert problems[0]["path"] == bad

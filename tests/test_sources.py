@@ -46,7 +46,7 @@ def test_aptos_reader_keeps_ids_as_written_and_pseudonymises_patients(tmp_path):
             {"id_code": "abc", "diagnosis": "4", "patient_id": "MRN-78", "eye": "R"},
         ],
     )
-    manifest = build_manifest(cfg)
+    manifest, _ = build_manifest(cfg)
     assert manifest["scan_id"].tolist() == ["00123", "NA", "abc"]
     assert manifest["path"].tolist()[0] == "train_images/00123.png"
     assert manifest["grade"].tolist() == [0, 2, 4]
@@ -54,13 +54,42 @@ def test_aptos_reader_keeps_ids_as_written_and_pseudonymises_patients(tmp_path):
     assert not manifest["patient"].str.contains("MRN").any()
 
 
-def test_bad_grade_names_file_and_row(tmp_path):
-    cfg = _aptos(tmp_path, [{"id_code": "a", "diagnosis": "0"}, {"id_code": "b", "diagnosis": "7"}])
-    with pytest.raises(DataError, match=r"train.csv row 3: grade '7'"):
-        build_manifest(cfg)
+def test_bad_grade_is_reported_with_file_and_row(tmp_path):
+    cfg = _aptos(
+        tmp_path,
+        [
+            {"id_code": "a", "diagnosis": "0"},
+            {"id_code": "b", "diagnosis": "7"},
+            {"id_code": "c", "diagnosis": "NA"},
+        ],
+    )
+    manifest, problems = build_manifest(cfg)
+    assert manifest["scan_id"].tolist() == ["a"]
+    assert [(p["path"], p["table"], p["row"]) for p in problems] == [
+        ("b", "train.csv", 3),
+        ("c", "train.csv", 4),
+    ]
+    assert problems[0]["reason"].startswith("unknown label '7'")
 
 
-def test_missing_image_names_the_scan(tmp_path):
+def test_missing_image_and_duplicate_are_reported(tmp_path):
+    cfg = _aptos(
+        tmp_path, [{"id_code": "here", "diagnosis": "1"}, {"id_code": "here", "diagnosis": "1"}]
+    )
+    pd.DataFrame(
+        [
+            {"id_code": "here", "diagnosis": "1"},
+            {"id_code": "here", "diagnosis": "1"},
+            {"id_code": "gone", "diagnosis": "1"},
+        ]
+    ).to_csv(tmp_path / "train.csv", index=False)
+    manifest, problems = build_manifest(cfg)
+    assert len(manifest) == 1
+    reasons = {p["row"]: p["reason"] for p in problems}
+    assert reasons[3].startswith("duplicate of row 2") and reasons[4].startswith("missing file")
+
+
+def test_nothing_usable_is_an_error(tmp_path):
     cfg = _aptos(tmp_path, [{"id_code": "gone", "diagnosis": "1"}], make_files=False)
-    with pytest.raises(DataError, match="'gone'"):
+    with pytest.raises(DataError, match="no usable scan"):
         build_manifest(cfg)

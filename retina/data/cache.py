@@ -58,7 +58,7 @@ def build_cache(
     cfg: PreprocessConfig,
     cache_dir: str | Path,
     workers: int = 0,
-) -> pd.Series:
+) -> tuple[pd.Series, list[dict]]:
     """Preprocesses every scan not yet cached, in parallel, and returns the cached paths.
 
     Args:
@@ -69,26 +69,39 @@ def build_cache(
         workers: processes to use; 0 means one per core.
 
     Returns:
-        The cached PNG path of each manifest row, aligned with the manifest's index.
+        The cached PNG path of each manifest row, aligned with the manifest's index ("" where
+        the scan could not be read), and a problem record (path, reason) for each such scan.
     """
     folder = Path(cache_dir) / config_key(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     sources = [Path(data_root) / p for p in manifest["path"]]
     targets = [folder / f"{file_sha256(s)}.png" for s in sources]
     todo = [(s, t, cfg) for s, t in zip(sources, targets, strict=True) if not t.exists()]
-    if todo:
-        run_parallel(_cache_one, todo, workers, "preprocessing")
-    return pd.Series([str(t) for t in targets], index=manifest.index)
+    failures = dict(
+        zip(
+            (t for _, t, _ in todo),
+            run_parallel(_cache_one, todo, workers, "preprocessing"),
+            strict=True,
+        )
+    )
+    problems = [
+        {"path": rel, "reason": failures[t]}
+        for rel, t in zip(manifest["path"], targets, strict=True)
+        if failures.get(t)
+    ]
+    paths = ["" if failures.get(t) else str(t) for t in targets]
+    return pd.Series(paths, index=manifest.index), problems
 
 
-def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> None:
+def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> str | None:
+    """Preprocesses one scan into the cache; returns why it could not, or None."""
     source, target, cfg = job
-    image = load_image(source)
     try:
-        image = preprocess_fundus(image, cfg)
+        image = preprocess_fundus(load_image(source), cfg)
     except DataError as error:
-        raise DataError(f"{source}: {error}") from None
+        return str(error).replace(f"{source}: ", "")  # the report names the file already
     # Write then rename, so a killed run never leaves a half-written cache entry.
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     Image.fromarray(image).save(partial, format="PNG")
     os.replace(partial, target)
+    return None

@@ -11,9 +11,11 @@ from retina.config import RunConfig, SyntheticConfig
 from retina.data.cache import build_cache
 from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
 from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+from retina.errors import DataError
 
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
+BAD_INPUTS_FILE = "bad_inputs.csv"
 
 
 def load_run_manifest(run_dir: str | Path) -> pd.DataFrame:
@@ -25,25 +27,49 @@ def load_run_manifest(run_dir: str | Path) -> pd.DataFrame:
 def prepare_run_data(
     cfg: RunConfig, run_dir: str | Path, splits: tuple[str, ...] = ("train", "val", "test")
 ) -> pd.DataFrame:
-    """The run's manifest with a ``cache_path`` column for the rows of ``splits``.
+    """The run's manifest with a ``cache_path`` column for the usable rows of ``splits``.
 
     A run keeps the manifest (and so the split) it started with: a resumed or evaluated
-    run reads its own ``manifest.csv`` rather than re-splitting the data.
+    run reads its own ``manifest.csv`` rather than re-splitting the data. Every scan that
+    cannot be used is listed in ``<run_dir>/bad_inputs.csv``; ``data.on_error=fail`` then
+    stops before training, ``skip`` goes on without those scans.
     """
-    manifest_path = Path(run_dir) / MANIFEST_FILE
+    if cfg.data.on_error not in ("skip", "fail"):
+        raise DataError(f"data.on_error={cfg.data.on_error!r}; use skip or fail.")
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / MANIFEST_FILE
     if cfg.data.layout == "synthetic":
         ensure_synthetic_dataset(cfg.data.root, _spec(cfg.data.synthetic), cfg.data.workers)
-    if manifest_path.exists():
-        manifest = load_run_manifest(run_dir)
+    fresh = not manifest_path.exists()
+    if fresh:  # every split is cached, so the saved manifest lists only usable scans
+        manifest, problems = build_manifest(cfg.data)
     else:
-        manifest = build_manifest(cfg.data)
-        manifest[MANIFEST_COLUMNS].to_csv(manifest_path, index=False)
-        log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
-    manifest = manifest[manifest["split"].isin(splits)].copy()
-    manifest["cache_path"] = build_cache(
+        manifest, problems = load_run_manifest(run_dir), []
+        manifest = manifest[manifest["split"].isin(splits)].copy()
+    manifest["cache_path"], unreadable = build_cache(
         manifest, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers
     )
-    return manifest
+    problems += unreadable
+    manifest = manifest[manifest["cache_path"] != ""]
+    if problems:
+        _report_bad_inputs(problems, run_dir, cfg.data.on_error)
+    if fresh:
+        manifest[MANIFEST_COLUMNS].to_csv(manifest_path, index=False)
+        log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
+    return manifest[manifest["split"].isin(splits)]
+
+
+def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> None:
+    path = run_dir / BAD_INPUTS_FILE
+    table = pd.DataFrame(problems, columns=["path", "reason", "table", "row"])
+    table.to_csv(path, mode="a", header=not path.exists(), index=False)
+    reasons = table["reason"].str.split(":").str[0].value_counts().to_dict()
+    if on_error == "fail":
+        raise DataError(
+            f"{len(table)} unusable inputs ({reasons}), listed in {path}. Fix them, "
+            "or set data.on_error=skip to train without them."
+        )
+    log.warning("Left out %d unusable inputs (%s); listed in %s.", len(table), reasons, path)
 
 
 def _spec(cfg: SyntheticConfig) -> SyntheticSpec:

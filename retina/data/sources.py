@@ -31,16 +31,22 @@ def pseudonymise(value: str, salt: str) -> str:
     return "pt-" + hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:12]
 
 
-def build_manifest(cfg: DataConfig) -> pd.DataFrame:
+def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Reads the layout named by ``cfg.layout`` under ``cfg.root`` and splits it by patient.
 
     A split the layout itself gives (IDRiD's test set, the ``folder`` layout's split
     column) wins: those scans keep it, and only the rest is dealt by patient.
+
+    Returns:
+        The manifest of usable scans, and one record (path, table, row, reason) for every
+        row left out: missing file, unknown label, duplicate, path outside data.root.
     """
     if cfg.layout not in LAYOUTS:
         raise DataError(f"data.layout={cfg.layout!r} is not known; use one of {sorted(LAYOUTS)}.")
-    manifest = LAYOUTS[cfg.layout](cfg)
-    given = manifest["split"] if "split" in manifest else pd.Series("", index=manifest.index)
+    manifest, problems = LAYOUTS[cfg.layout](cfg)
+    if manifest.empty:
+        raise DataError(f"no usable scan under {cfg.root} ({len(problems)} rows with problems).")
+    given = manifest["split"]
     unknown = sorted(set(given) - {"", *SPLITS})
     if unknown:
         raise DataError(f"split values {unknown} are not one of {SPLITS} (or empty).")
@@ -50,7 +56,7 @@ def build_manifest(cfg: DataConfig) -> pd.DataFrame:
     test = 0.0 if (given == "test").any() else cfg.test_fraction
     manifest["split"] = given
     manifest.loc[~fixed, "split"] = split_by_patient(rest, val, test, cfg.split_seed)
-    return manifest[MANIFEST_COLUMNS]
+    return manifest[MANIFEST_COLUMNS], problems
 
 
 def _read_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
@@ -63,36 +69,77 @@ def _read_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
     return table
 
 
-def _scans(cfg: DataConfig, labels_path: Path, ids, paths, grades, patients, eyes, split=None):
-    """The manifest rows of one label table (patients pseudonymised here, before anything
-    is written)."""
-    frame = pd.DataFrame(
-        {
-            "scan_id": list(ids),
-            "path": list(paths),
-            "grade": _parse_grades(pd.Series(list(grades)), labels_path),
-            "patient": [pseudonymise(p, cfg.id_salt) for p in patients],
-            "eye": list(eyes),
-        }
-    )
-    if split is not None:
-        frame["split"] = list(split)
-    return frame
+class RowProblem(Exception):
+    """One scan that cannot be used; reported in bad_inputs.csv, never fatal on its own."""
 
 
-def _read_aptos2019(cfg: DataConfig) -> pd.DataFrame:
+def _scans(
+    cfg: DataConfig, labels_path: Path, ids, refs, locate, grades, patients, eyes, split=None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """The usable manifest rows of one label table, and a problem record for every other.
+
+    Args:
+        ids, grades, patients, eyes, split: one value per row of the table.
+        refs: what the table says about each scan's file (an id or a path).
+        locate: maps a ref to the image's path relative to data.root, or raises
+            RowProblem.
+    """
+    rows, problems, seen = [], [], {}
+    for index, (scan_id, ref, grade, patient, eye, given) in enumerate(
+        zip(ids, refs, grades, patients, eyes, split or [""] * len(ids), strict=True)
+    ):
+        where = {"path": str(ref), "table": labels_path.name, "row": index + 2}
+        try:
+            path = locate(ref)
+            grade = _parse_grade(grade)
+            if path in seen:
+                raise RowProblem(f"duplicate of row {seen[path]} (same file)")
+        except RowProblem as problem:
+            problems.append({**where, "reason": str(problem)})
+            continue
+        seen[path] = index + 2
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "path": path,
+                "grade": grade,
+                "patient": pseudonymise(patient, cfg.id_salt),
+                "eye": eye,
+                "split": given,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS])
+    return frame.astype({"grade": int}), problems
+
+
+def _parse_grade(value: str) -> int:
+    text = str(value).strip()
+    if text not in {str(g) for g in range(NUM_GRADES)}:
+        raise RowProblem(f"unknown label {value!r} (grades are 0..{NUM_GRADES - 1})")
+    return int(text)
+
+
+def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """APTOS 2019: ``train.csv`` (id_code, diagnosis[, patient_id, eye]) + ``train_images/``."""
     root = Path(cfg.root)
     labels_path = root / LABELS_FILE
     table = _read_table(labels_path, ["id_code", "diagnosis"], "the APTOS train.csv")
     patients = table["patient_id"] if "patient_id" in table else table["id_code"]
     folder = root / "train_images"
-    paths = [_find_image(root, folder, i, labels_path) for i in table["id_code"]]
     eyes = table["eye"] if "eye" in table else [""] * len(table)
-    return _scans(cfg, labels_path, table["id_code"], paths, table["diagnosis"], patients, eyes)
+    return _scans(
+        cfg,
+        labels_path,
+        table["id_code"],
+        table["id_code"],
+        lambda i: _find_image(root, folder, i),
+        table["diagnosis"],
+        patients,
+        eyes,
+    )
 
 
-def _read_eyepacs(cfg: DataConfig) -> pd.DataFrame:
+def _read_eyepacs(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Kaggle DR 2015 (EyePACS): ``trainLabels.csv`` (image, level) + ``train/<image>.jpeg``.
 
     Names are ``<patient>_<left|right>``: both eyes of a patient stay in one split.
@@ -101,13 +148,21 @@ def _read_eyepacs(cfg: DataConfig) -> pd.DataFrame:
     labels_path = root / "trainLabels.csv"
     table = _read_table(labels_path, ["image", "level"], "the EyePACS trainLabels.csv")
     folder = root / "train" if (root / "train").is_dir() else root
-    paths = [_find_image(root, folder, i, labels_path) for i in table["image"]]
     patients = [name.rsplit("_", 1)[0] for name in table["image"]]
     eyes = [{"left": "L", "right": "R"}.get(n.rsplit("_", 1)[-1], "") for n in table["image"]]
-    return _scans(cfg, labels_path, table["image"], paths, table["level"], patients, eyes)
+    return _scans(
+        cfg,
+        labels_path,
+        table["image"],
+        table["image"],
+        lambda i: _find_image(root, folder, i),
+        table["level"],
+        patients,
+        eyes,
+    )
 
 
-def _read_messidor2(cfg: DataConfig) -> pd.DataFrame:
+def _read_messidor2(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Messidor-2 with the adjudicated grades (Krause et al. 2018): ``messidor_data.csv``
     (image_id, adjudicated_dr_grade, adjudicated_gradable) + ``IMAGES/<image_id>``.
     Scans adjudicated ungradable carry no grade and are left out, with a log line."""
@@ -120,9 +175,17 @@ def _read_messidor2(cfg: DataConfig) -> pd.DataFrame:
         log.info("Messidor-2: leaving out %d scans adjudicated ungradable.", ungradable.sum())
     table = table[~ungradable]
     folder = root / (cfg.image_dir or "IMAGES")
-    paths = [_find_image(root, folder, i, labels_path) for i in table["image_id"]]
     ids = [Path(i).stem for i in table["image_id"]]
-    return _scans(cfg, labels_path, ids, paths, table["adjudicated_dr_grade"], ids, [""] * len(ids))
+    return _scans(
+        cfg,
+        labels_path,
+        ids,
+        table["image_id"],
+        lambda i: _find_image(root, folder, i),
+        table["adjudicated_dr_grade"],
+        ids,
+        [""] * len(ids),
+    )
 
 
 IDRID_PARTS = {
@@ -131,7 +194,7 @@ IDRID_PARTS = {
 }
 
 
-def _read_idrid(cfg: DataConfig) -> pd.DataFrame:
+def _read_idrid(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """IDRiD, B. Disease Grading, as published: ``2. Groundtruths/<a|b>. ... Labels.csv``
     ("Image name", "Retinopathy grade") + ``1. Original Images/<a|b>. ... Set/<name>.jpg``.
     The published test set is the test split."""
@@ -145,16 +208,27 @@ def _read_idrid(cfg: DataConfig) -> pd.DataFrame:
         table = table[table["Image name"].str.strip() != ""]
         folder = root / "1. Original Images" / images_name
         names = table["Image name"].str.strip()
-        paths = [_find_image(root, folder, n, labels_path) for n in names]
         # Both sets number their images from IDRiD_001: the set's name keeps them apart.
         ids = [f"{split}-{n}" for n in names]
         given = ["" if split == "train" else "test"] * len(names)
-        grades = table["Retinopathy grade"]
-        parts.append(_scans(cfg, labels_path, ids, paths, grades, ids, [""] * len(ids), given))
-    return pd.concat(parts, ignore_index=True)
+        parts.append(
+            _scans(
+                cfg,
+                labels_path,
+                ids,
+                names,
+                lambda n, f=folder: _find_image(root, f, n),
+                table["Retinopathy grade"],
+                ids,
+                [""] * len(ids),
+                given,
+            )
+        )
+    frames, problems = zip(*parts, strict=True)
+    return pd.concat(frames, ignore_index=True), [p for found in problems for p in found]
 
 
-def _read_folder(cfg: DataConfig) -> pd.DataFrame:
+def _read_folder(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Any CSV: ``data.labels_csv`` with ``data.path_column`` (relative to data.root) and
     ``data.label_column``; ``data.patient_column``, ``data.eye_column`` and
     ``data.split_column`` are optional."""
@@ -165,19 +239,20 @@ def _read_folder(cfg: DataConfig) -> pd.DataFrame:
     table = _read_table(labels_path, [cfg.path_column, cfg.label_column], "data.labels_csv")
     optional = {"patient": cfg.patient_column, "eye": cfg.eye_column, "split": cfg.split_column}
     _require_columns(table, [c for c in optional.values() if c], labels_path)
-    paths = [confined_path(root, p, labels_path) for p in table[cfg.path_column]]
-    patients = table[cfg.patient_column] if cfg.patient_column else table[cfg.path_column]
+    refs = table[cfg.path_column]
+    patients = table[cfg.patient_column] if cfg.patient_column else refs
     eyes = table[cfg.eye_column] if cfg.eye_column else [""] * len(table)
-    split = table[cfg.split_column].str.strip().str.lower() if cfg.split_column else None
+    split = table[cfg.split_column].str.strip().str.lower().tolist() if cfg.split_column else None
     return _scans(
         cfg,
         labels_path,
-        [Path(p).stem for p in paths],
-        paths,
+        [Path(p).stem for p in refs],
+        refs,
+        lambda p: confined_path(root, p),
         table[cfg.label_column],
         patients,
         eyes,
-        split=split,
+        split,
     )
 
 
@@ -191,16 +266,16 @@ LAYOUTS = {
 }
 
 
-def confined_path(root: Path, relative: str, labels_path: Path) -> str:
+def confined_path(root: Path, relative: str) -> str:
     """``relative`` as a path inside ``root``; URLs, absolute paths, ``..`` and symlinks that
-    lead outside the data root are refused, naming the label table."""
+    lead outside the data root are refused."""
     if "://" in relative or Path(relative).is_absolute():
-        raise DataError(f"{labels_path}: {relative!r} is not a path relative to data.root.")
+        raise RowProblem("refused: not a path relative to data.root")
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise DataError(f"{labels_path}: {relative!r} leads outside data.root ({root}).")
+        raise RowProblem("refused: leads outside data.root")
     if not resolved.is_file():
-        raise DataError(f"{labels_path}: image {relative!r} not found under {root}.")
+        raise RowProblem("missing file")
     return str(Path(relative))
 
 
@@ -210,28 +285,13 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> Non
         raise DataError(f"{path} lacks the column(s) {missing}; it has {list(table.columns)}.")
 
 
-def _find_image(root: Path, folder: Path, scan_id: str, labels_path: Path) -> str:
+def _find_image(root: Path, folder: Path, scan_id: str) -> str:
     """The image of ``scan_id`` in ``folder``, as written or with a known suffix."""
     for suffix in ("", *IMAGE_SUFFIXES):
         candidate = folder / f"{scan_id}{suffix}"
         if candidate.is_file():
             return str(candidate.relative_to(root))
-    raise DataError(
-        f"{labels_path} lists {scan_id!r} but no image {folder}/{scan_id}.* exists "
-        f"(looked for {', '.join(IMAGE_SUFFIXES)})."
-    )
-
-
-def _parse_grades(values: pd.Series, labels_path: Path) -> np.ndarray:
-    grades = pd.to_numeric(values.str.strip(), errors="coerce")
-    bad = grades.isna() | ~grades.isin(range(NUM_GRADES))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{labels_path} row {row + 2}: grade {values.iloc[row]!r} is not one of "
-            f"0..{NUM_GRADES - 1}."
-        )
-    return grades.astype(int).to_numpy()
+    raise RowProblem(f"missing file: no {folder.name}/{scan_id}.* ({', '.join(IMAGE_SUFFIXES)})")
 
 
 def split_by_patient(
