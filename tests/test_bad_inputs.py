@@ -112,6 +112,6 @@ def test_skip_reports_every_bad_input_and_trains_on_the_rest(tmp_path, messy_apt
 
 def test_fail_stops_before_training(tmp_path, messy_aptos):
     run_dir = tmp_path / "run"
-    with pytest.raises(DataError, match=r"unusable inputs .* bad_inputs.csv"):
+    with pytest.raises(DataError, match=r"unusable inputs .*bad_inputs.csv"):
         train(_config(tmp_path, messy_aptos, "fail"), run_dir)
     assert (run_dir / "bad_inputs.csv").exists() and not (run_dir / "latest").exists()

@@ -63,7 +63,7 @@ def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> No
     path = run_dir / BAD_INPUTS_FILE
     table = pd.DataFrame(problems, columns=["path", "reason", "table", "row"])
     table.to_csv(path, mode="a", header=not path.exists(), index=False)
-    reasons = table["reason"].str.split(":").str[0].value_counts().to_dict()
+    reasons = table["reason"].str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
     if on_error == "fail":
         raise DataError(
             f"{len(table)} unusable inputs ({reasons}), listed in {path}. Fix them, "
