@@ -6,6 +6,7 @@ Pure numpy/scikit-image, run offline by the cache, never inside the tf.data grap
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize
@@ -16,8 +17,10 @@ from retina.errors import DataError
 
 def fov_mask(image: np.ndarray, threshold: float = 0.08) -> np.ndarray:
     """Pixels inside the camera's circular field of view (brighter than the black surround)."""
-    gray = image.astype(np.float32).mean(axis=2)
-    return gray > threshold * np.percentile(gray, 99)
+    # The brightest channel (red, on a fundus) in uint8, and the percentile of every 4th
+    # pixel each way: the same level, without a float copy or sorting the whole image.
+    gray = image.max(axis=2)
+    return gray > threshold * np.percentile(gray[::4, ::4], 99)
 
 
 def fit_circle(mask: np.ndarray) -> tuple[float, float, float]:
@@ -51,7 +54,15 @@ def crop_to_circle(image: np.ndarray, circle: tuple[float, float, float]) -> np.
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Anti-aliased resize to size x size, back to uint8."""
+    """Anti-aliased resize to size x size, back to uint8.
+
+    A large photo is first box-averaged by a whole factor (Pillow's ``reduce``) down to at
+    most twice the target: cheap, itself anti-aliasing, and it leaves the Gaussian
+    anti-aliasing of ``resize`` a small image.
+    """
+    factor = min(image.shape[0], image.shape[1]) // (2 * size)
+    if factor >= 2 and image.dtype == np.uint8:
+        image = np.asarray(Image.fromarray(image).reduce(factor))
     resized = resize(image, (size, size), anti_aliasing=True, preserve_range=True)
     return np.clip(np.round(resized), 0, 255).astype(np.uint8)
 

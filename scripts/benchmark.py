@@ -1,6 +1,7 @@
 """Speed ratios measured in one run, so a noisy shared machine cancels out.
 
     python scripts/benchmark.py checkpoint [--widths 64 128 256 512] [--repeats 15]
+    python scripts/benchmark.py data [--patients 40] [--source-height 768]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -118,7 +119,58 @@ def bench_checkpoint(args) -> dict:
     }
 
 
-BENCHMARKS = {"checkpoint": bench_checkpoint}
+def _decode_only(path) -> tuple:
+    from retina.data.cache import load_image
+
+    return load_image(path).shape  # the array stays in the worker, as the cache's does
+
+
+def bench_data(args) -> dict:
+    """Cache build vs decode only, over the same files with the same worker processes;
+    the training stream's second epoch vs its first (files from the cache)."""
+    from retina.config import DataConfig, PreprocessConfig
+    from retina.data.cache import build_cache
+    from retina.data.pipeline import make_train_dataset
+    from retina.data.sources import build_manifest
+    from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+    from retina.parallel import run_parallel
+
+    work = Path(tempfile.mkdtemp(prefix="retina-bench-data-"))
+    spec = SyntheticSpec(n_patients=args.patients, image_height=args.source_height, seed=1)
+    ensure_synthetic_dataset(work / "scans", spec)
+    manifest, _ = build_manifest(DataConfig(root=str(work / "scans")))
+    sources = [work / "scans" / p for p in manifest["path"]]
+    decode_s = _seconds(lambda: run_parallel(_decode_only, sources, 0, "decode only"))
+    cfg = PreprocessConfig(image_size=args.image_size)
+    cache_s = _seconds(lambda: build_cache(manifest, work / "scans", cfg, work / "cache"))
+    paths = build_cache(manifest, work / "scans", cfg, work / "cache")[0].tolist()
+    batch = 32
+    steps = len(paths) // batch
+    iterator = iter(make_train_dataset(paths, manifest["grade"].tolist(), batch, seed=0))
+
+    def epoch():
+        for _ in range(steps):
+            next(iterator)
+
+    first, second = _seconds(epoch), _seconds(epoch)
+    images = len(sources)
+    return {
+        "scans": images,
+        "source_pixels": f"{args.source_height}x{round(args.source_height * 1.2)}",
+        "images_per_s": {
+            "decode only": images / decode_s,
+            "cache build (decode+preprocess+write)": images / cache_s,
+            "stream epoch 1": steps * batch / first,
+            "stream epoch 2": steps * batch / second,
+        },
+        "ratios": {
+            "cache build / decode only (target >= 0.5)": decode_s / cache_s,
+            "stream epoch 2 / epoch 1": first / second,
+        },
+    }
+
+
+BENCHMARKS = {"checkpoint": bench_checkpoint, "data": bench_data}
 
 
 def _print_table(name: str, result: dict) -> None:
@@ -142,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--patients", type=int, default=40, help="data: synthetic patients")
+    parser.add_argument("--source-height", type=int, default=768, help="data: scan height")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
