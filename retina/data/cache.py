@@ -24,6 +24,9 @@ from retina.parallel import run_parallel
 from retina.preprocess import preprocess_fundus
 
 HASH_CHUNK = 1 << 20
+# Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
+# output, so no run mixes images preprocessed by two versions of the code.
+PREPROCESS_VERSION = 2
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -48,7 +51,7 @@ def file_sha256(path: str | Path) -> str:
 
 def config_key(cfg: PreprocessConfig) -> str:
     """Names the cache folder for one preprocessing config."""
-    text = json.dumps(asdict(cfg), sort_keys=True)
+    text = json.dumps({**asdict(cfg), "version": PREPROCESS_VERSION}, sort_keys=True)
     return f"{cfg.image_size}px-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
