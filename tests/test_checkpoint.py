@@ -242,16 +242,20 @@ def test_weights_only_initialisation_for_fine_tuning(run_copy, tmp_path, shared_
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), mine.path)
 
 
+def _diverging(shared_data, *extra):
+    """SGD at a learning rate of 1e12: the weights overflow within a few steps."""
+    overrides = [
+        "optimizer=sgd",
+        "optimizer.learning_rate=1e12",
+        "checkpoint.every_steps=1",
+        "train.evaluate_test=false",
+        *extra,
+    ]
+    return smoke_config(shared_data, overrides)
+
+
 def test_diverging_loss_stops_without_saving_it(tmp_path, shared_data):
-    cfg = smoke_config(
-        shared_data,
-        [
-            "optimizer=sgd",
-            "optimizer.learning_rate=1e12",
-            "checkpoint.every_steps=1",
-            "train.evaluate_test=false",
-        ],
-    )
+    cfg = _diverging(shared_data)
     with pytest.raises(
         TrainingDiverged, match=r"step (\d+): the (loss is|weights hold) (nan|inf|NaN)"
     ) as error:
@@ -263,16 +267,7 @@ def test_diverging_loss_stops_without_saving_it(tmp_path, shared_data):
 
 
 def test_rollback_restores_and_halves_the_learning_rate(tmp_path, shared_data, caplog):
-    cfg = smoke_config(
-        shared_data,
-        [
-            "optimizer=sgd",
-            "optimizer.learning_rate=1e12",
-            "checkpoint.every_steps=1",
-            "train.evaluate_test=false",
-            "train.on_nonfinite=rollback",
-        ],
-    )
+    cfg = _diverging(shared_data, "train.on_nonfinite=rollback")
     with caplog.at_level(logging.WARNING), pytest.raises(TrainingDiverged):
         train(cfg, tmp_path)
     assert caplog.text.count("Rolled back to") == 3  # then it gives up

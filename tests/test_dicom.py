@@ -18,7 +18,8 @@ def test_round_trip_keeps_pixels_and_drops_identifiers(tmp_path):
     assert "31337" not in repr(info) and "Doe" not in repr(info)
 
 
-def _grayscale(tmp_path, photometric, bits):
+def _dataset(pixels, photometric, samples=3, planar=0):
+    """A Secondary Capture dataset holding ``pixels`` (8-bit unless changed after)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -27,12 +28,22 @@ def _grayscale(tmp_path, photometric, bits):
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.Rows, ds.Columns = 4, 5
-    ds.BitsAllocated = ds.BitsStored = bits
-    ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = samples, photometric
+    if samples == 3:
+        ds.PlanarConfiguration = planar
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    data = pixels.transpose(2, 0, 1) if planar else pixels
+    ds.PixelData = np.ascontiguousarray(data).tobytes()
+    return ds
+
+
+def _grayscale(tmp_path, photometric, bits):
     values = np.arange(20, dtype=np.uint16 if bits == 16 else np.uint8).reshape(4, 5) * 3
-    ds.PixelData = values.tobytes()
+    ds = _dataset(values, photometric, samples=1)
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
     path = tmp_path / f"{photometric}-{bits}.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -71,25 +82,7 @@ def test_garbage_file_raises_dicom_error(tmp_path):
 
 
 def _rgb_dataset(image, photometric="RGB", planar=0):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = (
-        3,
-        photometric,
-        planar,
-    )
-    ds.Rows, ds.Columns = image.shape[:2]
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    data = image.transpose(2, 0, 1) if planar else image
-    ds.PixelData = np.ascontiguousarray(data).tobytes()
-    return ds
+    return _dataset(image, photometric, planar=planar)
 
 
 IMAGE = np.random.default_rng(3).integers(0, 256, (16, 20, 3), dtype=np.uint8)
