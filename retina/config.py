@@ -50,6 +50,7 @@ class PreprocessConfig:
     ben_graham: bool = False
     clahe: bool = False
     clahe_clip_limit: float = 0.01
+    gradability: bool = True
 
 
 @dataclass

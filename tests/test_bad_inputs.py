@@ -7,6 +7,7 @@ import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from conftest import smoke_config
 from retina.data.synthetic import render_fundus, write_ophthalmic_dicom
@@ -68,6 +69,14 @@ def messy_aptos(tmp_path):
     for scan_id, (name, content, _) in BAD.items():
         _write_bad(images, name, content)
         rows.append({"id_code": scan_id, "diagnosis": "1", "patient_id": f"B{scan_id}"})
+    # Usable but doubtful scans: kept for training, listed in gradability.csv.
+    photo = render_fundus(np.random.default_rng(99), 2, "L", 128)
+    Image.fromarray((photo * 0.06).astype(np.uint8)).save(images / "dark.png")
+    Image.fromarray(ndimage.gaussian_filter(photo, (4, 4, 0))).save(images / "blurred.png")
+    rows += [
+        {"id_code": "dark", "diagnosis": "2", "patient_id": "D1"},
+        {"id_code": "blurred", "diagnosis": "2", "patient_id": "D2"},
+    ]
     rows += [
         {"id_code": "missing", "diagnosis": "0", "patient_id": "M1"},
         {"id_code": "good0", "diagnosis": "0", "patient_id": "P0"},  # duplicate row
@@ -102,7 +111,12 @@ def test_skip_reports_every_bad_input_and_trains_on_the_rest(tmp_path, messy_apt
     assert any(r.startswith("duplicate of row") for r in reasons.values())
     assert len(report) == len(BAD) + 3
     manifest = pd.read_csv(run_dir / "manifest.csv", dtype=str)
-    assert len(manifest) == 24 and manifest["scan_id"].str.startswith("good").all()
+    assert len(manifest) == 26 and {"dark", "blurred"} <= set(manifest["scan_id"])
+    flagged = pd.read_csv(run_dir / "gradability.csv", dtype=str)
+    assert dict(zip(flagged["path"], flagged["gradability"], strict=True)) == {
+        "train_images/dark.png": "too dark",
+        "train_images/blurred.png": "too blurred",
+    }
     assert (run_dir / "latest").is_dir()
     for path in run_dir.rglob("*"):
         if path.is_file():

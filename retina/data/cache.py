@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from retina.config import PreprocessConfig
 from retina.data.dicom import read_dicom_rgb
 from retina.errors import DataError
 from retina.parallel import run_parallel
-from retina.preprocess import preprocess_fundus
+from retina.preprocess import gradability_flags, preprocess_fundus
 
 HASH_CHUNK = 1 << 20
+GRADABILITY_KEY = "retina-gradability"
 # Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
 # output, so no run mixes images preprocessed by two versions of the code.
 PREPROCESS_VERSION = 2
@@ -97,14 +99,28 @@ def build_cache(
 
 
 def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> str | None:
-    """Preprocesses one scan into the cache; returns why it could not, or None."""
+    """Preprocesses one scan into the cache; returns why it could not, or None.
+
+    The gradability flags of the source photo travel inside the cached PNG (a text chunk),
+    so a cache entry and its flags are written, and found, together.
+    """
     source, target, cfg = job
     try:
-        image = preprocess_fundus(load_image(source), cfg)
+        image = load_image(source)
+        flags = gradability_flags(image, cfg.fov_threshold) if cfg.gradability else []
+        image = preprocess_fundus(image, cfg)
     except DataError as error:
         return str(error).replace(f"{source}: ", "")  # the report names the file already
+    text = PngInfo()
+    text.add_text(GRADABILITY_KEY, "; ".join(flags))
     # Write then rename, so a killed run never leaves a half-written cache entry.
     partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    Image.fromarray(image).save(partial, format="PNG")
+    Image.fromarray(image).save(partial, format="PNG", pnginfo=text)
     os.replace(partial, target)
     return None
+
+
+def gradability_of(cached: str | Path) -> str:
+    """The flags stored with a cached image ("" when it looked gradable)."""
+    with Image.open(cached) as image:
+        return image.text.get(GRADABILITY_KEY, "")

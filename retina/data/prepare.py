@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from retina.config import RunConfig, SyntheticConfig
-from retina.data.cache import build_cache
+from retina.data.cache import build_cache, gradability_of
 from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
 from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 from retina.errors import DataError
@@ -16,6 +16,7 @@ from retina.errors import DataError
 log = logging.getLogger(__name__)
 MANIFEST_FILE = "manifest.csv"
 BAD_INPUTS_FILE = "bad_inputs.csv"
+GRADABILITY_FILE = "gradability.csv"
 
 
 def load_run_manifest(run_dir: str | Path) -> pd.DataFrame:
@@ -50,13 +51,28 @@ def prepare_run_data(
         manifest, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers
     )
     problems += unreadable
-    manifest = manifest[manifest["cache_path"] != ""]
+    manifest = manifest[manifest["cache_path"] != ""].copy()
+    manifest["gradability"] = [gradability_of(p) for p in manifest["cache_path"]]
     if problems:
         _report_bad_inputs(problems, run_dir, cfg.data.on_error)
     if fresh:
+        _report_gradability(manifest, run_dir)
         manifest[MANIFEST_COLUMNS].to_csv(manifest_path, index=False)
         log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
     return manifest[manifest["split"].isin(splits)]
+
+
+def _report_gradability(manifest: pd.DataFrame, run_dir: Path) -> None:
+    """Lists scans that look ungradable (kept for training; a reader may want to know)."""
+    flagged = manifest[manifest["gradability"] != ""]
+    if len(flagged):
+        flagged[["path", "gradability"]].to_csv(run_dir / GRADABILITY_FILE, index=False)
+        log.warning(
+            "%d scans look ungradable (%s); listed in %s.",
+            len(flagged),
+            flagged["gradability"].value_counts().to_dict(),
+            run_dir / GRADABILITY_FILE,
+        )
 
 
 def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> None:
