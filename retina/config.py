@@ -33,6 +33,7 @@ class DataConfig:
     workers: int = 0
     image_dir: str = ""
     labels_csv: str = ""
+    test_labels_csv: str = ""
     path_column: str = "path"
     label_column: str = "grade"
     patient_column: str = ""

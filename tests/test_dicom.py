@@ -168,6 +168,19 @@ def test_every_bundled_pydicom_file_gives_an_image_or_a_dicom_error():
     assert any("JPEG-LS" in s for s in syntaxes) and any("Baseline" in s for s in syntaxes)
 
 
+def test_ybr_full_422_decodes_to_the_same_picture_as_rgb():
+    """pydicom ships one test image as YBR_FULL_422 and as RGB (RLE): they must agree."""
+    from pathlib import Path
+
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    ybr = read_dicom_rgb(folder / "SC_ybr_full_422_uncompressed.dcm")[0].astype(int)
+    rgb = read_dicom_rgb(folder / "SC_rgb_rle.dcm")[0].astype(int)
+    assert ybr.shape == rgb.shape == (100, 100, 3)
+    assert np.abs(ybr - rgb).mean() < 1.5 and np.abs(ybr - rgb).max() <= 8  # 4:2:2 chroma
+
+
 def test_huge_announced_size_is_refused_before_decoding(tmp_path):
     ds = _rgb_dataset(IMAGE)
     ds.Rows, ds.Columns = 60000, 60000  # 10 GB of pixels announced, 960 bytes present

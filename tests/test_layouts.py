@@ -138,6 +138,25 @@ def test_published_test_sets_win(tmp_path):
     assert len(manifest) == 26  # blank rows dropped
 
 
+def test_separate_test_csv_is_the_test_split(tmp_path):
+    _folder(tmp_path)
+    table = pd.read_csv(tmp_path / "labels.csv", dtype=str, keep_default_na=False)
+    table[table.index < 18].to_csv(tmp_path / "train.csv", index=False)
+    table[table.index >= 18].to_csv(tmp_path / "test.csv", index=False)
+    cfg = DataConfig(
+        layout="folder",
+        root=str(tmp_path),
+        labels_csv="train.csv",
+        test_labels_csv="test.csv",
+        patient_column="patient",
+    )
+    manifest, problems = build_manifest(cfg)
+    assert not problems and len(manifest) == 24
+    test = manifest[manifest["split"] == "test"]
+    assert sorted(test["scan_id"]) == sorted(f"scan{i}" for i in range(18, 24))
+    assert set(manifest[manifest.index < 18]["split"]) <= {"train", "val"}
+
+
 def test_messidor2_leaves_out_ungradable(tmp_path):
     _messidor2(tmp_path)
     manifest, _ = build_manifest(DataConfig(layout="messidor2", root=str(tmp_path)))

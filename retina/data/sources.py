@@ -231,28 +231,36 @@ def _read_idrid(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
 def _read_folder(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """Any CSV: ``data.labels_csv`` with ``data.path_column`` (relative to data.root) and
     ``data.label_column``; ``data.patient_column``, ``data.eye_column`` and
-    ``data.split_column`` are optional."""
-    root = Path(cfg.root)
+    ``data.split_column`` are optional. ``data.test_labels_csv``, a second CSV with the
+    same columns, is the test split."""
     if not cfg.labels_csv:
         raise DataError("data=folder needs data.labels_csv (a CSV relative to data.root).")
-    labels_path = root / cfg.labels_csv
-    table = _read_table(labels_path, [cfg.path_column, cfg.label_column], "data.labels_csv")
-    optional = {"patient": cfg.patient_column, "eye": cfg.eye_column, "split": cfg.split_column}
-    _require_columns(table, [c for c in optional.values() if c], labels_path)
+    frame, problems = _read_folder_table(cfg, cfg.labels_csv, forced_split=None)
+    if cfg.test_labels_csv:
+        test, test_problems = _read_folder_table(cfg, cfg.test_labels_csv, forced_split="test")
+        frame, problems = pd.concat([frame, test], ignore_index=True), problems + test_problems
+    return frame, problems
+
+
+def _read_folder_table(cfg: DataConfig, csv_name: str, forced_split: str | None):
+    root = Path(cfg.root)
+    labels_path = root / csv_name
+    table = _read_table(labels_path, [cfg.path_column, cfg.label_column], csv_name)
+    optional = [cfg.patient_column, cfg.eye_column, cfg.split_column]
+    _require_columns(table, [c for c in optional if c], labels_path)
     refs = table[cfg.path_column]
     patients = table[cfg.patient_column] if cfg.patient_column else refs
     eyes = table[cfg.eye_column] if cfg.eye_column else [""] * len(table)
-    split = table[cfg.split_column].str.strip().str.lower().tolist() if cfg.split_column else None
+    if forced_split:
+        split = [forced_split] * len(table)
+    elif cfg.split_column:
+        split = table[cfg.split_column].str.strip().str.lower().tolist()
+    else:
+        split = None
+    ids = [Path(p).stem for p in refs]
+    locate = lambda p: confined_path(root, p)  # noqa: E731
     return _scans(
-        cfg,
-        labels_path,
-        [Path(p).stem for p in refs],
-        refs,
-        lambda p: confined_path(root, p),
-        table[cfg.label_column],
-        patients,
-        eyes,
-        split,
+        cfg, labels_path, ids, refs, locate, table[cfg.label_column], patients, eyes, split
     )
 
 
