@@ -203,14 +203,17 @@ def _train_epochs(session: Session, cfg: RunConfig, run_dir: Path, stop: StopSig
     state, spe = session.state, session.steps_per_epoch
     steps_log = StepLog(run_dir / STEPS_FILE, restored_step=int(state.step.numpy()))
     rollbacks = 0
-    while (step := int(state.step.numpy())) < cfg.train.epochs * spe:
-        try:
-            _train_epoch(session, cfg, run_dir, step, steps_log, stop)
-        except TrainingDiverged as error:
-            if cfg.train.on_nonfinite != "rollback" or rollbacks == MAX_ROLLBACKS:
-                raise
-            rollbacks += 1
-            _roll_back(session, error, steps_log)
+    try:
+        while (step := int(state.step.numpy())) < cfg.train.epochs * spe:
+            try:
+                _train_epoch(session, cfg, run_dir, step, steps_log, stop)
+            except TrainingDiverged as error:
+                if cfg.train.on_nonfinite != "rollback" or rollbacks == MAX_ROLLBACKS:
+                    raise
+                rollbacks += 1
+                _roll_back(session, error, steps_log)
+    finally:
+        steps_log.close()
 
 
 def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, stop) -> None:
@@ -287,19 +290,29 @@ class StepLog:
 
     def __init__(self, path: Path, restored_step: int):
         self.path = path
+        self._handle = None
         self.truncate(restored_step)
 
     def truncate(self, last_step: int) -> None:
+        self.close()
         rows = []
         if self.path.exists():
-            rows = [r for r in csv.reader(self.path.open()) if r and r[0] != "step"]
+            with open(self.path, newline="") as handle:
+                rows = [r for r in csv.reader(handle) if r and r[0] != "step"]
             rows = [r for r in rows if int(r[0]) <= last_step]
         with open(self.path, "w", newline="") as handle:
             csv.writer(handle).writerows([["step", "loss", "accuracy"], *rows])
+        # Line-buffered: each row reaches the file as it is written (a SIGKILL loses none),
+        # without opening the file on every training step.
+        self._handle = open(self.path, "a", buffering=1)
 
     def write(self, step: int, loss: float, accuracy: float) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(f"{step},{loss!r},{accuracy!r}\n")
+        self._handle.write(f"{step},{loss!r},{accuracy!r}\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def _log_epoch(epoch: int, epochs: int, summary: dict, metrics: dict, path) -> None:
