@@ -57,6 +57,7 @@ import tensorflow as tf
 
 from retina.checkpoint_snapshot import Snapshotter
 from retina.errors import CheckpointError, TrainingDiverged
+from retina.training.ema import WeightAverage, averaged_variables
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,19 @@ class TrainingState:
         optimizers: dict[str, keras.optimizers.Optimizer],
         iterator: tf.data.Iterator | None = None,
         keep_best: int = 3,
+        lr_scale: tf.Variable | None = None,
+        ema: WeightAverage | None = None,
     ):
         self.model = model
         self.optimizers = optimizers
+        self.iterator = iterator
+        self.ema = ema
         self._finite_check = None
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Steps the loss-scale optimizer skipped (non-finite gradients), over the whole run.
+        self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped")
+        self.lr_scale = lr_scale if lr_scale is not None else tf.Variable(1.0, trainable=False)
         # Sums over the current epoch, so a mid-epoch resume reports the same epoch mean.
         self.epoch_totals = {
             name: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"epoch_{name}")
@@ -118,9 +126,13 @@ class TrainingState:
             metrics=self.metrics,
             best_values=self.best_values,
             best_steps=self.best_steps,
+            skipped_steps=self.skipped_steps,
+            lr_scale=self.lr_scale,
         )
         if iterator is not None:
             parts["iterator"] = iterator
+        if ema is not None:
+            parts["ema"] = ema.averages
         self.checkpoint = tf.train.Checkpoint(**parts)
 
     def record_metrics(self, metrics: dict) -> None:
@@ -129,10 +141,6 @@ class TrainingState:
 
     def metric_values(self) -> dict[str, float]:
         return {name: float(variable.numpy()) for name, variable in self.metrics.items()}
-
-    def add_step(self, loss: float, accuracy: float) -> None:
-        for name, value in (("loss", loss), ("accuracy", accuracy), ("steps", 1.0)):
-            self.epoch_totals[name].assign_add(value)
 
     def epoch_means(self) -> dict[str, float]:
         steps = max(float(self.epoch_totals["steps"].numpy()), 1.0)
@@ -569,12 +577,18 @@ def _config_differences(path, describe: dict | None) -> str:
 
 
 def restore_weights(model: keras.Model, path: str | Path) -> None:
-    """Reads only the model's weights (evaluation, fine-tuning), verifying all were found."""
+    """Reads only the model's weights (evaluation, fine-tuning), verifying all were found;
+    the weight averages instead where the run kept them (``train.ema_decay``)."""
     why = damage(Path(path))
     if why:
         raise CheckpointError(f"{path} cannot be used: {why}.")
     checkpoint = tf.train.Checkpoint(model=model)
     _verified_read(lambda: checkpoint.read(str(path)).expect_partial(), path, complete=False)
+    saved = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
+    if any(key.startswith("ema/") for key in saved):
+        # Validation ranked this checkpoint with the averaged weights: use them.
+        averages = tf.train.Checkpoint(ema=averaged_variables(model))
+        _verified_read(lambda: averages.read(str(path)).expect_partial(), path, complete=False)
 
 
 def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:

@@ -60,6 +60,19 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
     dropout: float = 0.2
     num_classes: int = 5
+    head: str = "grades"
+    weights: str = "none"
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True
+    rotation_degrees: float = 0.0
+    crop_scale_min: float = 1.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
 
 
 @dataclass
@@ -68,6 +81,7 @@ class OptimizerSpec:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
+    clip_global_norm: float = 0.0
 
 
 @dataclass
@@ -78,15 +92,37 @@ class OptimizerConfig(OptimizerSpec):
 
 
 @dataclass
+class ScheduleConfig:
+    name: str = "constant"
+    warmup_epochs: float = 0.0
+    min_fraction: float = 0.0
+    boundaries: list[float] = field(default_factory=list)
+    factor: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.0
+    class_weights: str = "none"
+
+
+@dataclass
 class TrainLoopConfig:
     epochs: int = 14
     batch_size: int = 32
     precision: str = "auto"
     deterministic: bool = False
-    augment: bool = True
+    sampler: str = "shuffle"
+    memory_cache_mb: int = 1024
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    ema_decay: float = 0.0
+    freeze_backbone_epochs: int = 0
     referable_threshold: float = 0.5
     evaluate_test: bool = True
     on_nonfinite: str = "stop"
+    tensorboard: bool = True
+    log_every_steps: int = 10
 
 
 @dataclass
@@ -107,6 +143,9 @@ class RunConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

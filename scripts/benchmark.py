@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py checkpoint [--widths 64 128 256 512] [--repeats 15]
     python scripts/benchmark.py data [--patients 40] [--source-height 768]
+    python scripts/benchmark.py train [--train-patients 300] [--repeats 5]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -41,24 +42,29 @@ def _raw_write_fsync(path: Path, payload: bytes) -> None:
 def _checkpoint_state(widths: list[int], image_size: int):
     """A small_cnn of the given widths with Adam moments filled by one real step."""
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from retina.checkpoint import TrainingState
-    from retina.config import ModelConfig, OptimizerConfig
+    from retina.config import LossConfig, ModelConfig, OptimizerConfig, ScheduleConfig
     from retina.models import build_model
-    from retina.training.optimizers import build_all, build_optimizers, variable_groups
-    from retina.training.steps import make_train_step
+    from retina.training.losses import make_loss
+    from retina.training.optimizers import RateSetup, build_all, build_optimizers, variable_groups
+    from retina.training.steps import StepParts, make_train_function
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(widths=widths), image_size)
-    optimizers = build_optimizers(OptimizerConfig(), "float32")
+    rates = RateSetup(ScheduleConfig(), 1, 1, tf.Variable(1.0))
+    optimizers = build_optimizers(OptimizerConfig(), "float32", rates)
     groups = variable_groups(model, list(optimizers))
     build_all(optimizers, groups)
     images = tf.random.uniform((8, image_size, image_size, 3), maxval=255, dtype=tf.int32)
     dataset = tf.data.Dataset.from_tensors((tf.cast(images, tf.uint8), tf.range(8) % 5))
     iterator = iter(dataset.repeat())
-    make_train_step(model, optimizers, groups)(*next(iterator))
-    return TrainingState(model, optimizers, iterator)
+    state = TrainingState(model, optimizers, iterator)
+    loss = make_loss(LossConfig(), "grades", 5, np.arange(8) % 5)
+    make_train_function(StepParts(model, optimizers, groups, loss, state, False))(iterator, 1)
+    return state
 
 
 def bench_checkpoint(args) -> dict:
@@ -170,7 +176,210 @@ def bench_data(args) -> dict:
     }
 
 
-BENCHMARKS = {"checkpoint": bench_checkpoint, "data": bench_data}
+def _train_config(args, work: Path, **train):
+    from dataclasses import replace
+
+    from retina.config import RunConfig
+
+    cfg = RunConfig()
+    data = replace(cfg.data, root=str(work / "scans"), cache_dir=str(work / "cache"))
+    data.synthetic.n_patients = args.train_patients
+    data.synthetic.image_height = 192
+    loop = replace(cfg.train, tensorboard=False, evaluate_test=False, precision="float32")
+    return replace(
+        cfg,
+        data=data,
+        preprocess=replace(cfg.preprocess, image_size=args.image_size),
+        train=replace(loop, **train),
+    )
+
+
+class _FitTimer:
+    """Seconds of each ``model.fit`` epoch from its first batch on (its iterator start-up
+    and first prefetch left out: a favour to fit)."""
+
+    def __init__(self):
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if batch == 0:
+                    timer.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                timer.seconds.append(time.perf_counter() - timer.started)
+
+        self.callback, self.seconds, self.started = Callback(), [], 0.0
+
+
+def _fit_model(cfg, session):
+    """The same architecture, optimizer, loss and stream, compiled for ``model.fit``."""
+    import keras
+
+    from retina.data.pipeline import StreamOptions, make_train_dataset
+    from retina.models import build_model
+
+    model = build_model(cfg.model, cfg.preprocess.image_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    rows = session.train_rows
+    stream = StreamOptions(cfg.train.sampler, cfg.train.memory_cache_mb)
+    dataset = make_train_dataset(
+        rows["cache_path"].tolist(),
+        rows["grade"].tolist(),
+        cfg.train.batch_size,
+        cfg.seed,
+        cfg.augment,
+        stream,
+    )
+    return model, dataset
+
+
+def bench_train(args) -> dict:
+    """(a) the custom loop against model.fit, (b) the real stream against tensors already in
+    memory, (c) float32 against mixed_float16; on a GPU also EfficientNet-B0 at 224 px."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from retina.training.loop import StepLog, open_session, run_steps
+    from retina.training.preemption import StopSignal
+
+    work = Path(tempfile.mkdtemp(prefix="retina-bench-train-"))
+    cfg = _train_config(args, work)
+    session = open_session(cfg, work / "fp32")
+    spe = session.steps_per_epoch
+    steps_log = StepLog(work / "steps.csv", 0)
+    position = {"step": 0}
+
+    def loop_epoch(which):
+        first = position["step"] + 1
+        position["step"] += spe
+        with StopSignal() as stop:
+            return _seconds(lambda: run_steps(which, cfg, first, first + spe - 1, steps_log, stop))
+
+    batch = next(iter(session.state.iterator))  # one real batch, repeated from memory
+    in_memory = dataclasses.replace(
+        session, iterator=iter(tf.data.Dataset.from_tensors(batch).repeat())
+    )
+    streamed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_cache_mb=0))
+    streamed = dataclasses.replace(session, iterator=_stream_iterator(streamed_cfg, session))
+    fit_model, fit_data = _fit_model(cfg, session)
+    fit_timer = _FitTimer()
+
+    def fit_epoch():
+        fit_model.fit(
+            fit_data, epochs=1, steps_per_epoch=spe, verbose=0, callbacks=[fit_timer.callback]
+        )
+        return fit_timer.seconds[-1]
+
+    operations = {
+        "custom loop (real stream)": lambda: loop_epoch(session),
+        "model.fit (real stream)": fit_epoch,
+        "custom loop (tensors in memory)": lambda: loop_epoch(in_memory),
+        "custom loop (stream from PNG files)": lambda: loop_epoch(streamed),
+    }
+    for operation in operations.values():  # warm-up: tracing and the first prefetch
+        operation()
+    samples = {name: [] for name in operations}
+    for _ in range(args.repeats):
+        for name, operation in operations.items():
+            samples[name].append(operation())
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    images = spe * cfg.train.batch_size
+    result = {
+        "train_scans": len(session.train_rows),
+        "steps_per_epoch": spe,
+        "batch": cfg.train.batch_size,
+        "image_size": cfg.preprocess.image_size,
+        "model": cfg.model.name,
+        "images_per_s": {name: images / seconds for name, seconds in med.items()},
+        "ratios": {
+            "(a) custom loop / model.fit, steps/s (target >= 1.0)": med["model.fit (real stream)"]
+            / med["custom loop (real stream)"],
+            "(b) real stream / tensors in memory, images/s (target >= 0.95)": med[
+                "custom loop (tensors in memory)"
+            ]
+            / med["custom loop (real stream)"],
+            "    stream from PNG files / tensors in memory": med["custom loop (tensors in memory)"]
+            / med["custom loop (stream from PNG files)"],
+        },
+    }
+    result.update(_bench_precision(args, work, cfg, loop_epoch))
+    return result
+
+
+def _bench_precision(args, work: Path, cfg, loop_epoch) -> dict:
+    """Step time under float32 against mixed_float16, interleaved; on a GPU, EfficientNet-B0
+    at 224 px images/s under each."""
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    from retina.training.loop import open_session
+
+    def sessions(base, tag):
+        found = {}
+        for precision in ("float32", "mixed_float16"):
+            run_cfg = dataclasses.replace(
+                base, train=dataclasses.replace(base.train, precision=precision)
+            )
+            found[precision] = open_session(run_cfg, work / f"{tag}-{precision}")
+        keras.mixed_precision.set_dtype_policy("float32")
+        return found
+
+    def compare(base, tag, repeats):
+        runs = sessions(base, tag)
+        spe = runs["float32"].steps_per_epoch
+        for session in runs.values():
+            loop_epoch(session)  # warm-up
+        samples = {p: [] for p in runs}
+        for _ in range(repeats):
+            for precision, session in runs.items():
+                samples[precision].append(loop_epoch(session))
+        images = spe * base.train.batch_size
+        return {p: images / statistics.median(v) for p, v in samples.items()}
+
+    result = {"precision images_per_s (small_cnn)": compare(cfg, "precision", args.repeats)}
+    per_second = result["precision images_per_s (small_cnn)"]
+    result["ratios_precision"] = {
+        "(c) mixed_float16 / float32 images/s": per_second["mixed_float16"] / per_second["float32"]
+    }
+    if tf.config.list_physical_devices("GPU"):
+        gpu_cfg = dataclasses.replace(
+            cfg,
+            model=dataclasses.replace(cfg.model, name="efficientnet_b0"),
+            preprocess=dataclasses.replace(cfg.preprocess, image_size=224),
+            train=dataclasses.replace(cfg.train, batch_size=64),
+        )
+        result["GPU efficientnet_b0 224px images_per_s"] = compare(gpu_cfg, "gpu", args.repeats)
+    return result
+
+
+def _stream_iterator(cfg, session):
+    from retina.data.pipeline import StreamOptions, make_train_dataset
+
+    rows = session.train_rows
+    stream = StreamOptions(cfg.train.sampler, cfg.train.memory_cache_mb)
+    return iter(
+        make_train_dataset(
+            rows["cache_path"].tolist(),
+            rows["grade"].tolist(),
+            cfg.train.batch_size,
+            cfg.seed,
+            cfg.augment,
+            stream,
+        )
+    )
+
+
+BENCHMARKS = {"checkpoint": bench_checkpoint, "data": bench_data, "train": bench_train}
 
 
 def _print_table(name: str, result: dict) -> None:
@@ -196,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--patients", type=int, default=40, help="data: synthetic patients")
     parser.add_argument("--source-height", type=int, default=768, help="data: scan height")
+    parser.add_argument("--train-patients", type=int, default=300, help="train: synthetic patients")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]

@@ -6,7 +6,15 @@ import keras
 from keras import layers
 
 from retina.config import ModelConfig
-from retina.models import register_model
+from retina.errors import ConfigError
+from retina.models import (
+    WEIGHTS_IMAGENET,
+    WEIGHTS_NONE,
+    error_summary,
+    register_model,
+    weights_file,
+)
+from retina.models.heads import build_head
 
 # Keras' default 0.99 lags by hundreds of steps: a run of a few hundred steps would
 # validate with statistics from its first epochs.
@@ -39,7 +47,28 @@ def small_cnn(cfg: ModelConfig, image_size: int) -> keras.Model:
     x = layers.Concatenate(name="head_pool")(
         [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)]
     )
-    x = layers.Dropout(cfg.dropout, name="head_dropout")(x)
-    # float32 logits: under mixed precision a float16 softmax loses the small probabilities.
-    logits = layers.Dense(cfg.num_classes, dtype="float32", name="head_logits")(x)
-    return keras.Model(inputs, logits, name="small_cnn")
+    model = keras.Model(inputs, build_head(x, cfg), name="small_cnn")
+    _load_weights(model, cfg)
+    return model
+
+
+def _load_weights(model: keras.Model, cfg: ModelConfig) -> None:
+    """Honours ``model.weights``: none, or a whole-model ``.weights.h5`` file."""
+    if cfg.weights == WEIGHTS_NONE:
+        return
+    if cfg.weights == WEIGHTS_IMAGENET:
+        raise ConfigError(
+            f"model.weights={WEIGHTS_IMAGENET} but model.name=small_cnn has no ImageNet weights; "
+            f"use model.weights={WEIGHTS_NONE}, a small_cnn .weights.h5 file, or an ImageNet "
+            "backbone such as model.name=efficientnet_b0."
+        )
+    path = weights_file(cfg)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError) as error:
+        raise ConfigError(
+            f"model.weights={cfg.weights!r} could not be loaded into small_cnn "
+            f"({error_summary(error)}); give a .weights.h5 file saved from a small_cnn with the "
+            "same model.widths, model.head and model.num_classes (a run's checkpoint goes to "
+            "checkpoint.init_from instead)."
+        ) from error

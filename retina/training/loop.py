@@ -8,13 +8,14 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
 import pandas as pd
 import tensorflow as tf
 from omegaconf import OmegaConf
+from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm
 
 from retina.checkpoint import (
@@ -26,16 +27,30 @@ from retina.checkpoint import (
     restore_weights,
 )
 from retina.config import RunConfig
-from retina.data.pipeline import make_eval_dataset, make_train_dataset
+from retina.data.pipeline import StreamOptions, make_eval_dataset, make_train_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS
 from retina.errors import ConfigError, TrainingDiverged
 from retina.metrics import clinical_metrics
-from retina.models import build_model
-from retina.training.optimizers import build_all, build_optimizers, variable_groups
+from retina.models import build_model, num_outputs
+from retina.training.ema import WeightAverage
+from retina.training.losses import make_loss
+from retina.training.optimizers import (
+    RateSetup,
+    build_all,
+    build_optimizers,
+    set_backbone_trainable,
+    variable_groups,
+)
 from retina.training.precision import apply_precision, uses_loss_scaling
 from retina.training.preemption import Preempted, StopSignal
-from retina.training.steps import make_predict_step, make_train_step, predict_dataset
+from retina.training.steps import (
+    StepParts,
+    make_predict_step,
+    make_train_function,
+    predict_dataset,
+)
+from retina.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
@@ -54,9 +69,32 @@ class Session:
     val_dataset: tf.data.Dataset
     steps_per_epoch: int
     restored_from: Path | None
-    train_step: object
+    parts: StepParts
+    train_rows: pd.DataFrame
     predict_step: object
-    loss_scaling: bool
+    tensorboard: TensorBoardLog | None = None
+    freeze_epochs: int = 0
+    _functions: dict = field(default_factory=dict)
+
+    def train_function(self, epoch: int):
+        """The compiled steps for ``epoch``: head only while the backbone is frozen.
+
+        Trainability is set before every use because tracing reads it (which variables get
+        gradients, and whether a frozen BatchNormalization normalizes in inference mode).
+        """
+        frozen = epoch < self.freeze_epochs
+        set_backbone_trainable(self.parts.model, not frozen)
+        if frozen not in self._functions:
+            self._functions[frozen] = make_train_function(self.parts)
+        return self._functions[frozen]
+
+    def validate(self) -> tuple:
+        """(grades, probabilities) of the validation split, with the weight averages when
+        ``train.ema_decay`` keeps them."""
+        if self.parts.ema is None:
+            return predict_dataset(self.predict_step, self.val_dataset)
+        with self.parts.ema.applied():
+            return predict_dataset(self.predict_step, self.val_dataset)
 
 
 def with_absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -94,8 +132,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
     """
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    set_determinism(cfg.train)
     policy = apply_precision(cfg.train.precision)
     manifest = prepare_run_data(cfg, run_dir)
     train_rows, val_rows = (manifest[manifest["split"] == s] for s in ("train", "val"))
@@ -105,20 +142,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
             f"train.batch_size={cfg.train.batch_size} exceeds the "
             f"{len(train_rows)} training scans; lower it."
         )
-    model = build_model(cfg.model, cfg.preprocess.image_size)
-    optimizers = build_optimizers(cfg.optimizer, policy)
-    groups = variable_groups(model, list(optimizers))
-    build_all(optimizers, groups)
-    iterator = iter(
-        make_train_dataset(
-            train_rows["cache_path"].tolist(),
-            train_rows["grade"].tolist(),
-            cfg.train.batch_size,
-            seed=cfg.seed,
-            augment=cfg.train.augment,
-        )
-    )
-    state = TrainingState(model, optimizers, iterator, keep_best=cfg.checkpoint.keep_best)
+    state, parts = build_training_state(cfg, train_rows, steps_per_epoch, policy)
     store = CheckpointStore(
         run_dir,
         state,
@@ -131,7 +155,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
     restored_from = store.restore()
     if restored_from is None and cfg.checkpoint.init_from:
         source = resolve_checkpoint(cfg.checkpoint.init_from)
-        restore_weights(model, source)
+        restore_weights(state.model, source)
         log.info("Initialized the model's weights from %s (weights only).", source)
     val_dataset = make_eval_dataset(
         val_rows["cache_path"].tolist(), val_rows["grade"].tolist(), 2 * cfg.train.batch_size
@@ -140,20 +164,76 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         "Precision policy %s; model %s with %s parameters; optimizers %s.",
         policy,
         cfg.model.name,
-        f"{model.count_params():,}",
-        ", ".join(optimizers),
+        f"{state.model.count_params():,}",
+        ", ".join(state.optimizers),
     )
     return Session(
         state,
         store,
-        iterator,
+        state.iterator,
         val_dataset,
         steps_per_epoch,
         restored_from,
-        make_train_step(model, optimizers, groups),
-        make_predict_step(model),
-        uses_loss_scaling(policy),
+        parts,
+        train_rows,
+        make_predict_step(state.model),
+        TensorBoardLog(run_dir) if cfg.train.tensorboard else None,
+        cfg.train.freeze_backbone_epochs,
     )
+
+
+def set_determinism(train_cfg) -> None:
+    """TF op determinism on or off as configured; the switch is process-wide, so a run in
+    the same process as an earlier deterministic one must turn it back off."""
+    if train_cfg.deterministic and train_cfg.jit_compile:
+        raise ConfigError(
+            "train.deterministic=true and train.jit_compile=true cannot be combined: XLA has "
+            "no deterministic kernel for some gradients (MaxPool among them). Choose one."
+        )
+    if train_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()  # no public API for this in TF 2.21
+
+
+def build_training_state(cfg: RunConfig, train_rows, steps_per_epoch: int, policy: str):
+    """Model, optimizers, loss, weight averages and training stream, as a fresh
+    (unrestored) ``TrainingState`` and the ``StepParts`` that train it."""
+    model = build_model(cfg.model, cfg.preprocess.image_size)
+    rates = RateSetup(
+        cfg.schedule, steps_per_epoch, cfg.train.epochs * steps_per_epoch, tf.Variable(1.0)
+    )
+    optimizers = build_optimizers(cfg.optimizer, policy, rates)
+    groups = variable_groups(model, list(optimizers))
+    build_all(optimizers, groups)
+    ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    grades = train_rows["grade"].to_numpy()
+    stream = StreamOptions(
+        cfg.train.sampler, cfg.train.memory_cache_mb, deterministic=cfg.train.deterministic
+    )
+    dataset = make_train_dataset(
+        train_rows["cache_path"].tolist(),
+        grades,
+        cfg.train.batch_size,
+        cfg.seed,
+        cfg.augment,
+        stream,
+    )
+    state = TrainingState(
+        model, optimizers, iter(dataset), cfg.checkpoint.keep_best, rates.scale, ema
+    )
+    parts = StepParts(
+        model,
+        optimizers,
+        groups,
+        make_loss(cfg.loss, cfg.model.head, num_outputs(cfg.model), grades),
+        state,
+        uses_loss_scaling(policy),
+        cfg.model.head,
+        ema,
+        cfg.train.jit_compile,
+    )
+    return state, parts
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
@@ -220,49 +300,70 @@ def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, s
     """From ``step + 1`` to the end of its epoch, then validate, rank and save."""
     state, spe = session.state, session.steps_per_epoch
     epoch = step // spe
-    summary = _run_epoch(session, cfg, step + 1, (epoch + 1) * spe, steps_log, stop)
-    grades, probabilities = predict_dataset(session.predict_step, session.val_dataset)
+    summary = run_steps(session, cfg, step + 1, (epoch + 1) * spe, steps_log, stop)
+    grades, probabilities = session.validate()
     metrics = clinical_metrics(grades, probabilities, cfg.train.referable_threshold)
     state.record_metrics(metrics)
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
     _append_history(run_dir, epoch, step + 1, summary, metrics, state)
+    if session.tensorboard:
+        session.tensorboard.epoch_end(int(state.step.numpy()), summary, metrics)
     if stop.received:
         raise Preempted(stop.received, (epoch + 1) * spe, str(path))
 
 
-def _run_epoch(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -> dict:
+def _chunk_size(step: int, last: int, cfg: RunConfig) -> int:
+    """Steps for the next compiled call: ``train.steps_per_execution``, cut short at the
+    epoch's end and at the next ``checkpoint.every_steps`` save."""
+    count = min(max(cfg.train.steps_per_execution, 1), last - step)
+    every = cfg.checkpoint.every_steps
+    if every:
+        count = min(count, every - step % every)
+    return count
+
+
+def run_steps(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -> dict:
     """Steps ``first..last`` (a whole epoch, or its rest after a mid-epoch resume)."""
     state, every, batch = session.state, cfg.checkpoint.every_steps, cfg.train.batch_size
     if (first - 1) % session.steps_per_epoch == 0:
         state.reset_epoch_totals()
-    started, skipped = time.perf_counter(), 0
+    run = session.train_function((first - 1) // session.steps_per_epoch)
+    started, skipped, step = time.perf_counter(), 0, first - 1
     epoch_label = f"epoch {(first - 1) // session.steps_per_epoch + 1}/{cfg.train.epochs}"
-    bar = tqdm(range(first, last + 1), desc=epoch_label, unit="step", mininterval=1.0, leave=False)
-    for step in bar:
-        images, labels = next(session.iterator)
-        loss, accuracy = (float(t) for t in session.train_step(images, labels))
-        if not math.isfinite(loss):
-            if not session.loss_scaling:
+    bar = tqdm(total=last - first + 1, desc=epoch_label, unit="step", mininterval=1.0, leave=False)
+    while step < last:
+        count = _chunk_size(step, last, cfg)
+        losses, accuracies, applied = (t.numpy() for t in run(session.iterator, count))
+        for loss, accuracy, ok in zip(losses.tolist(), accuracies.tolist(), applied, strict=True):
+            step += 1
+            if not math.isfinite(loss) and not session.parts.loss_scaling:
                 raise TrainingDiverged(
                     f"step {step}: the loss is {loss}; stopped without saving it. The last "
                     f"good checkpoint is {session.store.latest.prefixes()[:1] or 'none'}. "
                     "Lower optimizer.learning_rate, or set train.on_nonfinite=rollback."
                 )
-            skipped += 1  # the loss-scale optimizer skipped this step and halved its scale
-        state.step.assign(step)
-        state.add_step(loss if math.isfinite(loss) else 0.0, accuracy)
-        steps_log.write(step, loss, accuracy)
-        fault_point("step", step)
+            skipped += not ok  # the loss-scale optimizer skipped it and halved its scale
+            steps_log.write(step, loss, accuracy, skipped=not ok)
+            fault_point("step", step)
         rate = (step - first + 1) * batch / (time.perf_counter() - started)
-        bar.set_postfix(
-            loss=f"{state.epoch_means()['loss']:.4f}", img_s=f"{rate:.0f}", refresh=False
-        )
+        bar.update(count)
+        bar.set_postfix(loss=f"{state.epoch_means()['loss']:.4f}", img_s=f"{rate:.0f}")
+        if session.tensorboard:
+            session.tensorboard.steps(step, losses, state.optimizers, rate, cfg.train)
         if step != last and (stop.received or (every and step % every == 0)):
             path = session.store.save()
             if stop.received:
                 raise Preempted(stop.received, step, str(path))
+    bar.close()
+    if skipped:
+        log.warning(
+            "%d of %d steps skipped: non-finite gradients under mixed precision (the loss "
+            "scale was halved each time; weights and BatchNorm statistics left unchanged).",
+            skipped,
+            last - first + 1,
+        )
     seconds = time.perf_counter() - started
     return {
         **state.epoch_means(),
@@ -277,15 +378,13 @@ def _roll_back(session: Session, error: TrainingDiverged, steps_log: StepLog) ->
     path = session.store.restore()
     if path is None:
         raise error
-    for optimizer in session.state.optimizers.values():
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
-        inner.learning_rate.assign(inner.learning_rate * 0.5)
+    session.state.lr_scale.assign(session.state.lr_scale * 0.5)
     steps_log.truncate(int(session.state.step.numpy()))
     log.warning("%s Rolled back to %s with the learning rates halved.", error, path)
 
 
 class StepLog:
-    """``steps.csv``: one row per training step (step, loss, accuracy), kept consistent
+    """``steps.csv``: one row per training step (step, loss, accuracy, skipped), kept consistent
     with the checkpoint: rows past the restored step are dropped on resume."""
 
     def __init__(self, path: Path, restored_step: int):
@@ -301,13 +400,13 @@ class StepLog:
                 rows = [r for r in csv.reader(handle) if r and r[0] != "step"]
             rows = [r for r in rows if int(r[0]) <= last_step]
         with open(self.path, "w", newline="") as handle:
-            csv.writer(handle).writerows([["step", "loss", "accuracy"], *rows])
+            csv.writer(handle).writerows([["step", "loss", "accuracy", "skipped"], *rows])
         # Line-buffered: each row reaches the file as it is written (a SIGKILL loses none),
         # without opening the file on every training step.
         self._handle = open(self.path, "a", buffering=1)
 
-    def write(self, step: int, loss: float, accuracy: float) -> None:
-        self._handle.write(f"{step},{loss!r},{accuracy!r}\n")
+    def write(self, step: int, loss: float, accuracy: float, skipped: bool = False) -> None:
+        self._handle.write(f"{step},{loss!r},{accuracy!r},{int(skipped)}\n")
 
     def close(self) -> None:
         if self._handle is not None:

@@ -1,50 +1,76 @@
 """Optimizer registry and variable groups: ``optimizer.name`` picks a registered optimizer
-(YAML never names a Python class); ``optimizer.head`` gives the classifier head its own."""
+(YAML never names a Python class); ``optimizer.head`` gives the classifier head its own.
+Each optimizer's rate follows ``schedule=`` (see ``retina.training.schedules``)."""
 
 from __future__ import annotations
 
-import keras
+from dataclasses import dataclass
 
-from retina.config import OptimizerConfig, OptimizerSpec
+import keras
+import tensorflow as tf
+
+from retina.config import OptimizerConfig, OptimizerSpec, ScheduleConfig
 from retina.errors import ConfigError
 from retina.training.precision import uses_loss_scaling
+from retina.training.schedules import ScheduledRate, check_schedule
 
 # Models name the layers of their classifier head with this prefix (see models/).
 HEAD_PREFIX = "head_"
 
 
-def _adam(spec: OptimizerSpec):
-    return keras.optimizers.Adam(spec.learning_rate)
+def _adam(spec: OptimizerSpec, rate, clip):
+    return keras.optimizers.Adam(rate, global_clipnorm=clip)
 
 
-def _adamw(spec: OptimizerSpec):
-    return keras.optimizers.AdamW(spec.learning_rate, weight_decay=spec.weight_decay)
+def _adamw(spec: OptimizerSpec, rate, clip):
+    return keras.optimizers.AdamW(rate, weight_decay=spec.weight_decay, global_clipnorm=clip)
 
 
-def _sgd(spec: OptimizerSpec):
-    return keras.optimizers.SGD(spec.learning_rate, momentum=spec.momentum)
+def _sgd(spec: OptimizerSpec, rate, clip):
+    return keras.optimizers.SGD(rate, momentum=spec.momentum, global_clipnorm=clip)
 
 
 OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
 
 
-def build_optimizer(spec: OptimizerSpec, policy: str, key: str = "optimizer"):
-    """One optimizer, wrapped in a LossScaleOptimizer (its own dynamic scale) under fp16."""
+@dataclass
+class RateSetup:
+    """What every optimizer's learning-rate schedule needs to know about the run."""
+
+    schedule: ScheduleConfig
+    steps_per_epoch: int
+    total_steps: int
+    scale: tf.Variable  # checkpointed; a rollback halves it
+
+
+def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str = "optimizer"):
+    """One optimizer, wrapped in a LossScaleOptimizer (its own dynamic scale) under fp16.
+
+    Gradient clipping happens in the inner optimizer, after the loss scale is divided out.
+    """
     if spec.name not in OPTIMIZERS:
         raise ConfigError(f"{key}.name={spec.name!r}; use one of {sorted(OPTIMIZERS)}.")
-    optimizer = OPTIMIZERS[spec.name](spec)
+    if spec.clip_global_norm < 0:
+        raise ConfigError(f"{key}.clip_global_norm={spec.clip_global_norm}; use >= 0 (0: off).")
+    rate = ScheduledRate(
+        spec.learning_rate, rates.schedule, rates.steps_per_epoch, rates.total_steps, rates.scale
+    )
+    optimizer = OPTIMIZERS[spec.name](spec, rate, spec.clip_global_norm or None)
     if uses_loss_scaling(policy):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
-def build_optimizers(cfg: OptimizerConfig, policy: str) -> dict[str, keras.optimizers.Optimizer]:
+def build_optimizers(
+    cfg: OptimizerConfig, policy: str, rates: RateSetup
+) -> dict[str, keras.optimizers.Optimizer]:
     """``{"all": opt}``, or ``{"backbone": opt, "head": opt}`` when ``optimizer.head`` is set."""
+    check_schedule(rates.schedule)
     if cfg.head is None:
-        return {"all": build_optimizer(cfg, policy)}
+        return {"all": build_optimizer(cfg, policy, rates)}
     return {
-        "backbone": build_optimizer(cfg, policy),
-        "head": build_optimizer(cfg.head, policy, key="optimizer.head"),
+        "backbone": build_optimizer(cfg, policy, rates),
+        "head": build_optimizer(cfg.head, policy, rates, key="optimizer.head"),
     }
 
 
@@ -73,3 +99,11 @@ def build_all(optimizers: dict, groups: dict) -> None:
     """Creates every moment variable now, so a restore can be verified (restore step 2)."""
     for name, optimizer in optimizers.items():
         optimizer.build(groups[name])
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freezes or unfreezes every layer outside the head. A frozen BatchNormalization layer
+    also runs in inference mode (Keras 3), keeping pretrained statistics intact."""
+    for layer in model.layers:
+        if layer.weights and not layer.name.startswith(HEAD_PREFIX):
+            layer.trainable = trainable

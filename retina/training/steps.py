@@ -1,35 +1,113 @@
-"""The compiled train and predict steps."""
+"""The compiled train and predict functions."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from retina.checkpoint import TrainingState
+from retina.training.ema import WeightAverage
+from retina.training.losses import training_targets
 
-def make_train_step(model: keras.Model, optimizers: dict, groups: dict):
-    """A ``tf.function`` doing one GradientTape step; returns (loss, accuracy).
+
+@dataclass
+class StepParts:
+    """What a train function is built from."""
+
+    model: keras.Model
+    optimizers: dict
+    groups: dict  # optimizer name -> the variables it updates
+    loss: object  # (grades, logits) -> scalar, see retina.training.losses
+    state: TrainingState
+    loss_scaling: bool
+    head: str = "grades"
+    ema: WeightAverage | None = None
+    jit_compile: bool = False
+
+
+def batchnorm_statistics(model: keras.Model) -> list:
+    return [v for v in model.non_trainable_variables if "moving_" in v.path]
+
+
+def all_finite(tensors) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+def make_single_step(parts: StepParts):
+    """One GradientTape step on a batch; returns (loss, accuracy, applied).
 
     Each optimizer updates its own variable group. ``scale_loss`` multiplies by that
     optimizer's loss scale under a LossScaleOptimizer (identity otherwise), and ``apply``
     unscales, skips non-finite steps and updates the scale; with two optimizers each keeps
-    its own scale, so the tape is persistent and asked once per optimizer.
+    its own scale, so the tape is persistent and asked once per optimizer. Groups whose
+    variables are all frozen are left out.
     """
-    names = list(optimizers)
+    trainable = {id(v) for v in parts.model.trainable_variables}
+    groups = {
+        name: [v for v in variables if id(v) in trainable]
+        for name, variables in parts.groups.items()
+    }
+    names = [name for name in groups if groups[name]]
+    guarded = batchnorm_statistics(parts.model) if parts.loss_scaling else []
 
-    @tf.function
-    def train_step(images, labels):
+    def step(images, grades):
+        # The forward pass moves BatchNorm statistics at once; if the loss-scale optimizer
+        # then skips the step, they go back, so a skipped batch leaves no trace.
+        before = [tf.identity(v) for v in guarded]
         with tf.GradientTape(persistent=len(names) > 1) as tape:
-            logits = model(images, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-            scaled = [optimizers[name].scale_loss(loss) for name in names]
+            logits = parts.model(images, training=True)
+            loss = parts.loss(grades, logits)
+            scaled = [parts.optimizers[name].scale_loss(loss) for name in names]
+        applied = tf.constant(True)
         for name, scaled_loss in zip(names, scaled, strict=True):
             gradients = tape.gradient(scaled_loss, groups[name])
-            optimizers[name].apply(gradients, groups[name])
-        hits = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
-        return loss, tf.reduce_mean(tf.cast(hits, tf.float32))
+            if parts.loss_scaling:  # otherwise nothing skips: a non-finite loss stops the run
+                applied = tf.logical_and(applied, all_finite(gradients))
+            parts.optimizers[name].apply(gradients, groups[name])
+        for variable, value in zip(guarded, before, strict=True):
+            variable.assign(tf.where(applied, variable, value))
+        if parts.ema is not None:
+            parts.ema.update(parts.state.step)
+        predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+        hits = tf.equal(predicted, training_targets(grades, parts.head))
+        return loss, tf.reduce_mean(tf.cast(hits, tf.float32)), applied
 
-    return train_step
+    return tf.function(step, jit_compile=parts.jit_compile)
+
+
+def make_train_function(parts: StepParts):
+    """``run(iterator, count)``: ``count`` steps in one call, batches drawn inside the graph
+    (as ``model.fit`` does), the step counter and epoch sums updated there too.
+
+    Returns per-step (losses, accuracies, applied) tensors of length ``count``.
+    """
+    single_step = make_single_step(parts)
+    state = parts.state
+    totals = state.epoch_totals
+
+    @tf.function
+    def run(iterator, count: int):
+        losses = tf.TensorArray(tf.float32, size=count)
+        accuracies = tf.TensorArray(tf.float32, size=count)
+        applied = tf.TensorArray(tf.bool, size=count)
+        for index in tf.range(count):
+            images, grades = next(iterator)
+            loss, accuracy, ok = single_step(images, grades)
+            state.step.assign_add(1)
+            state.skipped_steps.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
+            finite_loss = tf.where(tf.math.is_finite(loss), loss, 0.0)
+            totals["loss"].assign_add(tf.cast(finite_loss, tf.float64))
+            totals["accuracy"].assign_add(tf.cast(accuracy, tf.float64))
+            totals["steps"].assign_add(1.0)
+            losses = losses.write(index, loss)
+            accuracies = accuracies.write(index, accuracy)
+            applied = applied.write(index, ok)
+        return losses.stack(), accuracies.stack(), applied.stack()
+
+    return run
 
 
 def make_predict_step(model: keras.Model):
