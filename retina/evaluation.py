@@ -14,7 +14,7 @@ from retina.data.pipeline import make_eval_dataset
 from retina.data.prepare import prepare_run_data
 from retina.errors import DataError
 from retina.metrics import clinical_metrics
-from retina.models import build_model
+from retina.models import build_model, without_pretrained
 from retina.training.loop import CONFIG_FILE
 from retina.training.steps import make_predict_step, predict_dataset
 
@@ -44,7 +44,7 @@ def evaluate_run(
     previous_policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("float32")
     try:
-        model = build_model(cfg.model, cfg.preprocess.image_size)
+        model = build_model(without_pretrained(cfg.model), cfg.preprocess.image_size)
         restore_weights(model, path)
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)

@@ -23,8 +23,12 @@ def _undefined(name: str, why: str) -> float:
 def referable_probability(
     probabilities: np.ndarray, min_grade: int = REFERABLE_MIN_GRADE
 ) -> np.ndarray:
-    """P(grade >= min_grade) from per-grade probabilities of shape (N, 5)."""
-    return np.asarray(probabilities)[:, min_grade:].sum(axis=1)
+    """P(grade >= min_grade) from per-grade probabilities of shape (N, 5), or the second
+    column of a referable head's (N, 2) output (not referable, referable)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[1] == 2:
+        return probabilities[:, 1]
+    return probabilities[:, min_grade:].sum(axis=1)
 
 
 def is_referable(grades: np.ndarray, min_grade: int = REFERABLE_MIN_GRADE) -> np.ndarray:
@@ -75,24 +79,29 @@ def clinical_metrics(
 
     Args:
         grades: true ICDR grades, shape (N,).
-        probabilities: predicted per-grade probabilities, shape (N, 5).
+        probabilities: predicted per-grade probabilities, shape (N, 5); or, from a referable
+            head, (N, 2), whose accuracy and confusion matrix are then binary and whose
+            kappa is nan.
         threshold: referable probability at or above which a scan is referred.
         min_grade: lowest referable grade.
     """
     grades = np.asarray(grades)
     score = referable_probability(probabilities, min_grade)
     positive, referred = is_referable(grades, min_grade), score >= threshold
-    predicted_grades = np.asarray(probabilities).argmax(axis=1)
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    if np.asarray(probabilities).shape[1] == 2:  # a referable head predicts no grade
+        truth, classes, kappa = positive.astype(int), [0, 1], float("nan")
+    else:
+        truth, classes = grades, list(range(NUM_GRADES))
+        kappa = quadratic_weighted_kappa(grades, predicted)
     return {
         "n_scans": int(len(grades)),
         "referable_auc": roc_auc(positive, score),
         "sensitivity": sensitivity(positive, referred),
         "specificity": specificity(positive, referred),
-        "quadratic_weighted_kappa": quadratic_weighted_kappa(grades, predicted_grades),
-        "accuracy": float(np.mean(predicted_grades == grades)) if len(grades) else float("nan"),
-        "confusion_matrix": confusion_matrix(
-            grades, predicted_grades, labels=list(range(NUM_GRADES))
-        ).tolist(),
+        "quadratic_weighted_kappa": kappa,
+        "accuracy": float(np.mean(predicted == truth)) if len(grades) else float("nan"),
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=classes).tolist(),
         "threshold": float(threshold),
         "referable_min_grade": int(min_grade),
     }

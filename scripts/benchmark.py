@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would drown the table
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "benchmarks"
 
@@ -269,6 +270,8 @@ def bench_train(args) -> dict:
     )
     streamed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_cache_mb=0))
     streamed = dataclasses.replace(session, iterator=_stream_iterator(streamed_cfg, session))
+    light_cfg = dataclasses.replace(cfg, augment=_augment_preset("light"))
+    light = dataclasses.replace(session, iterator=_stream_iterator(light_cfg, session))
     fit_model, fit_data = _fit_model(cfg, session)
     fit_timer = _FitTimer()
 
@@ -283,6 +286,7 @@ def bench_train(args) -> dict:
         "model.fit (real stream)": fit_epoch,
         "custom loop (tensors in memory)": lambda: loop_epoch(in_memory),
         "custom loop (stream from PNG files)": lambda: loop_epoch(streamed),
+        "custom loop (real stream, augment=light)": lambda: loop_epoch(light),
     }
     for operation in operations.values():  # warm-up: tracing and the first prefetch
         operation()
@@ -299,6 +303,7 @@ def bench_train(args) -> dict:
         "image_size": cfg.preprocess.image_size,
         "model": cfg.model.name,
         "images_per_s": {name: images / seconds for name, seconds in med.items()},
+        "epoch_seconds_samples": {name: [round(v, 3) for v in vs] for name, vs in samples.items()},
         "ratios": {
             "(a) custom loop / model.fit, steps/s (target >= 1.0)": med["model.fit (real stream)"]
             / med["custom loop (real stream)"],
@@ -308,6 +313,8 @@ def bench_train(args) -> dict:
             / med["custom loop (real stream)"],
             "    stream from PNG files / tensors in memory": med["custom loop (tensors in memory)"]
             / med["custom loop (stream from PNG files)"],
+            "    augment=light stream / tensors in memory": med["custom loop (tensors in memory)"]
+            / med["custom loop (real stream, augment=light)"],
         },
     }
     result.update(_bench_precision(args, work, cfg, loop_epoch))
@@ -362,6 +369,15 @@ def _bench_precision(args, work: Path, cfg, loop_epoch) -> dict:
     return result
 
 
+def _augment_preset(name: str):
+    from omegaconf import OmegaConf
+
+    from retina.config import AugmentConfig
+
+    preset = OmegaConf.load(ROOT / "conf" / "augment" / f"{name}.yaml")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AugmentConfig), preset))
+
+
 def _stream_iterator(cfg, session):
     from retina.data.pipeline import StreamOptions, make_train_dataset
 
@@ -385,6 +401,8 @@ BENCHMARKS = {"checkpoint": bench_checkpoint, "data": bench_data, "train": bench
 def _print_table(name: str, result: dict) -> None:
     print(f"\n## {name}")
     for key, value in result.items():
+        if key.endswith("_samples"):  # in the JSON file only
+            continue
         rows = value.items() if isinstance(value, dict) else [("", value)]
         for inner, number in rows:
             shown = f"{number:10.4f}" if isinstance(number, float) else f"{number!s:>10}"

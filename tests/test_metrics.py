@@ -64,3 +64,13 @@ def test_degenerate_labels_give_nan_with_warning():
     assert result["specificity"] == 1.0
     assert np.isnan(result["quadratic_weighted_kappa"])
     assert len(caught) == 3 and all("undefined" in str(w.message) for w in caught)
+
+
+def test_referable_head_outputs_score_the_second_column():
+    grades = np.array([0, 1, 2, 4])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    result = metrics.clinical_metrics(grades, probabilities)
+    assert result["referable_auc"] == 1.0
+    assert result["sensitivity"] == 1.0 and result["specificity"] == 1.0
+    assert result["accuracy"] == 1.0 and result["confusion_matrix"] == [[2, 0], [0, 2]]
+    assert np.isnan(result["quadratic_weighted_kappa"])

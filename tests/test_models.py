@@ -15,10 +15,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from retina.config import ModelConfig
+from retina.checkpoint import TrainingState
+from retina.config import LossConfig, ModelConfig, OptimizerConfig, ScheduleConfig
 from retina.errors import ConfigError
 from retina.models import available_models, build_model
 from retina.models.applications import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from retina.training.losses import make_loss
+from retina.training.optimizers import RateSetup, build_all, build_optimizers, variable_groups
+from retina.training.steps import StepParts, make_train_function
 
 # One of each family stays in the default run; the larger EfficientNets differ from b0 only in
 # width and depth and cost 20-30 s each to trace on two CPU cores.
@@ -44,20 +48,18 @@ def _every_model():
 
 
 def _train_one_step(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    """One Adam step in a tf.function, as the training loop takes it; returns the loss."""
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(model.trainable_variables)  # variables made eagerly, not inside the trace
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(gradients, model.trainable_variables)
-        return loss
-
-    return float(step(tf.constant(images), tf.constant(labels)))
+    """One step of the loop's own compiled train function; returns the loss."""
+    rates = RateSetup(ScheduleConfig(), 1, 1, tf.Variable(1.0))
+    optimizers = build_optimizers(OptimizerConfig(), "float32", rates)
+    groups = variable_groups(model, list(optimizers))
+    build_all(optimizers, groups)
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    state = TrainingState(model, optimizers, iterator)
+    loss = make_loss(LossConfig(), "grades", model.output_shape[-1], labels)
+    run = make_train_function(StepParts(model, optimizers, groups, loss, state, False))
+    losses, _, applied = run(iterator, 1)
+    assert bool(applied[0]) and int(state.step.numpy()) == 1
+    return float(losses[0])
 
 
 def _head_variables(model: keras.Model) -> list:
@@ -221,7 +223,8 @@ def test_efficientnet_standardises_its_input_however_built(tmp_path, monkeypatch
 _BUILD_IMAGENET = """
 import sys, time
 import retina.models.applications as applications
-from retina.config import ModelConfig
+from retina.checkpoint import TrainingState
+from retina.config import LossConfig, ModelConfig, OptimizerConfig, ScheduleConfig
 from retina.errors import ConfigError
 from retina.models import build_model
 applications.DOWNLOAD_TIMEOUT_S = float(sys.argv[2])

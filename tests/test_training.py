@@ -2,6 +2,7 @@
 mixed precision skips, clipping, EMA, freezing, multi-step calls, TensorBoard."""
 
 import math
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -14,7 +15,7 @@ from retina.checkpoint import find_checkpoint, restore_weights
 from retina.config import LossConfig, ScheduleConfig
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.errors import ConfigError
-from retina.models import build_model
+from retina.models import build_model, without_pretrained
 from retina.training.ema import averaged_variables
 from retina.training.loop import open_session, train
 from retina.training.losses import class_weights, make_loss
@@ -328,3 +329,15 @@ def test_every_option_together_trains_and_tensorboard_continues_across_resume(
     # Written where a compiled call of 2 steps passed a multiple of 2; epochs hold 5 steps.
     assert scalars["train/loss"] == [2, 4, 7, 9, 10]
     assert {"learning_rate/all", "train/images_per_s", "epoch/skipped_steps"} <= set(scalars)
+
+
+def test_resume_and_evaluation_do_not_need_the_initial_weights_file(tmp_path, shared_data):
+    from retina.evaluation import evaluate_run
+
+    initial = tmp_path / "initial.weights.h5"
+    cfg = smoke_config(shared_data, [f"model.weights={initial}", "train.epochs=1", NO_EVAL])
+    build_model(without_pretrained(cfg.model), cfg.preprocess.image_size).save_weights(initial)
+    train(cfg, tmp_path / "run")
+    initial.unlink()  # the checkpoint replaces every weight from here on
+    train(replace(cfg, train=replace(cfg.train, epochs=2)), tmp_path / "run")
+    assert evaluate_run(tmp_path / "run", split="val")["n_scans"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -39,6 +40,12 @@ def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
         )
     num_outputs(cfg)  # a bad model.head fails here, before a large backbone is built
     return _REGISTRY[cfg.name](cfg, image_size)
+
+
+def without_pretrained(cfg: ModelConfig) -> ModelConfig:
+    """The same architecture with random initial weights: for building a model whose
+    weights a checkpoint is about to replace (no download, no weights file needed)."""
+    return replace(cfg, weights=WEIGHTS_NONE)
 
 
 def weights_file(cfg: ModelConfig) -> Path:

@@ -19,6 +19,8 @@ from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm
 
 from retina.checkpoint import (
+    LATEST_DIR,
+    SIDECAR_SUFFIX,
     CheckpointStore,
     RunLock,
     TrainingState,
@@ -32,7 +34,7 @@ from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS
 from retina.errors import ConfigError, TrainingDiverged
 from retina.metrics import clinical_metrics
-from retina.models import build_model, num_outputs
+from retina.models import build_model, num_outputs, without_pretrained
 from retina.training.ema import WeightAverage
 from retina.training.losses import make_loss
 from retina.training.optimizers import (
@@ -142,7 +144,8 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
             f"train.batch_size={cfg.train.batch_size} exceeds the "
             f"{len(train_rows)} training scans; lower it."
         )
-    state, parts = build_training_state(cfg, train_rows, steps_per_epoch, policy)
+    resuming = any((Path(run_dir) / LATEST_DIR).glob(f"*{SIDECAR_SUFFIX}"))
+    state, parts = build_training_state(cfg, train_rows, steps_per_epoch, policy, resuming)
     store = CheckpointStore(
         run_dir,
         state,
@@ -196,10 +199,15 @@ def set_determinism(train_cfg) -> None:
         tf_config.disable_op_determinism()  # no public API for this in TF 2.21
 
 
-def build_training_state(cfg: RunConfig, train_rows, steps_per_epoch: int, policy: str):
+def build_training_state(
+    cfg: RunConfig, train_rows, steps_per_epoch: int, policy: str, resuming: bool = False
+):
     """Model, optimizers, loss, weight averages and training stream, as a fresh
-    (unrestored) ``TrainingState`` and the ``StepParts`` that train it."""
-    model = build_model(cfg.model, cfg.preprocess.image_size)
+    (unrestored) ``TrainingState`` and the ``StepParts`` that train it. When ``resuming``,
+    the checkpoint replaces every weight, so pretrained ones are neither loaded nor fetched."""
+    model = build_model(
+        without_pretrained(cfg.model) if resuming else cfg.model, cfg.preprocess.image_size
+    )
     rates = RateSetup(
         cfg.schedule, steps_per_epoch, cfg.train.epochs * steps_per_epoch, tf.Variable(1.0)
     )
