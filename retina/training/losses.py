@@ -17,7 +17,7 @@ def training_targets(grades: tf.Tensor, head: str) -> tf.Tensor:
     """The class index each logit vector is trained towards."""
     if head == "referable":
         return tf.cast(grades >= REFERABLE_MIN_GRADE, tf.int32)
-    return grades
+    return tf.cast(grades, tf.int32)
 
 
 def class_weights(spec: str, targets: np.ndarray, num_outputs: int) -> np.ndarray | None:
