@@ -62,6 +62,7 @@ from retina.training.ema import WeightAverage, averaged_variables
 log = logging.getLogger(__name__)
 
 VALIDATION_METRICS = ("referable_auc", "sensitivity", "specificity", "quadratic_weighted_kappa")
+OPERATING_POINTS = ("default", "high_sensitivity", "high_specificity")
 LATEST_DIR, BEST_DIR, QUARANTINE_DIR = "latest", "best", "quarantine"
 SIDECAR_SUFFIX = ".meta.json"
 _NAME = re.compile(r"^ckpt-(\d+)$")
@@ -113,6 +114,12 @@ class TrainingState:
             name: tf.Variable(float("nan"), trainable=False, name=f"val_{name}")
             for name in VALIDATION_METRICS
         }
+        # Referral thresholds chosen on the validation split at this step; evaluation applies
+        # them unchanged, so they are never tuned on the test set.
+        self.operating_points = {
+            name: tf.Variable(float("nan"), trainable=False, name=f"threshold_{name}")
+            for name in OPERATING_POINTS
+        }
         # The best-checkpoint ledger: empty slots hold step -1.
         self.best_values = tf.Variable([float("nan")] * keep_best, trainable=False)
         self.best_steps = tf.Variable([-1] * keep_best, dtype=tf.int64, trainable=False)
@@ -128,6 +135,7 @@ class TrainingState:
             best_steps=self.best_steps,
             skipped_steps=self.skipped_steps,
             lr_scale=self.lr_scale,
+            operating_points=self.operating_points,
         )
         if iterator is not None:
             parts["iterator"] = iterator
@@ -138,6 +146,10 @@ class TrainingState:
     def record_metrics(self, metrics: dict) -> None:
         for name, variable in self.metrics.items():
             variable.assign(float(metrics[name]))
+
+    def record_operating_points(self, thresholds: dict[str, float]) -> None:
+        for name, variable in self.operating_points.items():
+            variable.assign(float(thresholds[name]))
 
     def metric_values(self) -> dict[str, float]:
         return {name: float(variable.numpy()) for name, variable in self.metrics.items()}
@@ -589,6 +601,15 @@ def restore_weights(model: keras.Model, path: str | Path) -> None:
         # Validation ranked this checkpoint with the averaged weights: use them.
         averages = tf.train.Checkpoint(ema=averaged_variables(model))
         _verified_read(lambda: averages.read(str(path)).expect_partial(), path, complete=False)
+
+
+def read_operating_points(path: str | Path) -> dict[str, float]:
+    """The referral thresholds a checkpoint was saved with (chosen on validation)."""
+    reader = tf.train.load_checkpoint(str(path))
+    return {
+        name: float(reader.get_tensor(f"operating_points/{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+        for name in OPERATING_POINTS
+    }
 
 
 def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:

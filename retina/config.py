@@ -119,6 +119,8 @@ class TrainLoopConfig:
     ema_decay: float = 0.0
     freeze_backbone_epochs: int = 0
     referable_threshold: float = 0.5
+    target_sensitivity: float = 0.975
+    target_specificity: float = 0.98
     evaluate_test: bool = True
     on_nonfinite: str = "stop"
     tensorboard: bool = True
@@ -156,13 +158,37 @@ class EvaluateConfig:
     checkpoint: str = "latest"
     split: str = "test"
     batch_size: int = 64
+    tta: bool = False
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class PredictConfig:
+    run_dir: str = MISSING
+    input: str = MISSING
+    checkpoint: str = "best"
+    operating_point: str = "default"
+    output_dir: str = ""
+    batch_size: int = 64
+    tta: bool = False
+
+
+@dataclass
+class ExportConfig:
+    run_dir: str = MISSING
+    checkpoint: str = "best"
+    format: str = "saved_model"
+    output_dir: str = ""
 
 
 def register_configs() -> None:
-    """Registers the schemas as ``run_schema`` and ``evaluate_schema`` for defaults lists."""
+    """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="export_schema", node=ExportConfig)
 
 
 def load_run_config(path) -> RunConfig:

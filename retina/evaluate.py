@@ -1,4 +1,4 @@
-"""``python -m retina.evaluate run_dir=<dir> [checkpoint=latest|ckpt-N] [split=test]``."""
+"""``python -m retina.evaluate run_dir=<dir> [checkpoint=latest|best|ckpt-N] [split=test]``."""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     from retina.evaluation import evaluate_run
 
-    metrics = evaluate_run(cfg.run_dir, cfg.checkpoint, cfg.split, cfg.batch_size)
-    return metrics["referable_auc"]
+    metrics = evaluate_run(
+        cfg.run_dir,
+        cfg.checkpoint,
+        cfg.split,
+        cfg.batch_size,
+        tta=cfg.tta,
+        n_resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+    )
+    return metrics["eye_level"]["referable_auc"]["value"]
 
 
 if __name__ == "__main__":

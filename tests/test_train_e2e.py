@@ -15,15 +15,6 @@ from retina.config import load_run_config
 from retina.errors import CheckpointError
 from retina.training.loop import open_session, train
 
-EVAL_KEYS = {
-    "referable_auc",
-    "sensitivity",
-    "specificity",
-    "quadratic_weighted_kappa",
-    "accuracy",
-    "confusion_matrix",
-}
-
 
 def _optimizer_values(reader) -> dict[str, np.ndarray]:
     return {
@@ -113,22 +104,79 @@ def test_resumed_optimizer_kept_counting(resumed_run):
     assert int(final.get_tensor("optimizers/all/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 10
 
 
-def test_evaluate_writes_metrics_and_no_file_holds_patient_identifiers(resumed_run):
+EVAL_FILES = {
+    "metrics.json",
+    "predictions.csv",
+    "report.md",
+    "roc.png",
+    "confusion_matrix.png",
+    "calibration.png",
+    "score_distributions.png",
+}
+
+
+@pytest.fixture(scope="module")
+def evaluated(resumed_run):
+    """``python -m retina.evaluate`` on best and latest, latest twice."""
+    run_dir, outputs = resumed_run["run_dir"], {}
+    for checkpoint in ("best", "latest", "latest"):
+        result = run_module(
+            "retina.evaluate",
+            f"run_dir={run_dir}",
+            f"checkpoint={checkpoint}",
+            cwd=resumed_run["tmp"],
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        name = find_checkpoint(run_dir, checkpoint).name
+        folder = run_dir / "eval" / f"{name}-test"
+        outputs.setdefault(checkpoint, []).append(
+            ((folder / "metrics.json").read_bytes(), result.stdout + result.stderr, folder)
+        )
+    return outputs
+
+
+@pytest.mark.parametrize("checkpoint", ["best", "latest"])
+def test_evaluate_writes_every_output_and_they_parse(resumed_run, evaluated, checkpoint):
+    from PIL import Image
+
+    _, _, folder = evaluated[checkpoint][0]
+    assert EVAL_FILES <= {p.name for p in folder.iterdir()}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["checkpoint"] == find_checkpoint(resumed_run["run_dir"], checkpoint).name
+    eye = metrics["eye_level"]
+    assert set(eye["operating_points"]) == {"default", "high_sensitivity", "high_specificity"}
+    assert np.array(eye["confusion_matrix"]).shape == (5, 5)
+    predictions = pd.read_csv(folder / "predictions.csv", dtype={"patient": str})
+    manifest = pd.read_csv(resumed_run["run_dir"] / "manifest.csv", dtype=str)
+    test_scans = manifest[manifest["split"] == "test"]
+    assert sorted(predictions["scan_id"]) == sorted(test_scans["scan_id"])
+    assert eye["n"] == len(predictions) and metrics["patient_level"]["n"] == len(
+        set(test_scans["patient"])
+    )
+    assert {"referable_probability", "predicted_grade", "referred_default"} <= set(predictions)
+    for plot in EVAL_FILES - {"metrics.json", "predictions.csv", "report.md"}:
+        assert Image.open(folder / plot).size[0] > 100
+    assert "![" in (folder / "report.md").read_text()
+
+
+def test_evaluating_the_same_checkpoint_twice_gives_identical_metrics(evaluated):
+    (first, _, _), (second, _, _) = evaluated["latest"]
+    assert first == second
+
+
+def test_no_file_or_log_holds_patient_identifiers(resumed_run, evaluated):
     run_dir = resumed_run["run_dir"]
-    result = run_module("retina.evaluate", f"run_dir={run_dir}", cwd=resumed_run["tmp"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    assert EVAL_KEYS <= set(metrics) and metrics["checkpoint"] == "ckpt-10"
-    assert np.array(metrics["confusion_matrix"]).shape == (5, 5)
     identifiers = _identifiers(resumed_run["tmp"] / "synthetic")
     assert len(identifiers) > 10
     files = [p for p in run_dir.rglob("*") if p.is_file()]
-    assert len(files) > 8
+    assert len(files) > 15
     for path in files:
         content = path.read_bytes()
         leaked = [i for i in identifiers if i.encode() in content]
         assert not leaked, f"{path} contains {leaked}"
-    for output in (resumed_run["first"], resumed_run["second"], result.stdout + result.stderr):
+    logs = [resumed_run["first"], resumed_run["second"]]
+    logs += [output for runs in evaluated.values() for _, output, _ in runs]
+    for output in logs:
         assert not [i for i in identifiers if i in output]
 
 

@@ -33,7 +33,13 @@ from retina.data.pipeline import StreamOptions, make_eval_dataset, make_train_da
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS
 from retina.errors import ConfigError, TrainingDiverged
-from retina.metrics import clinical_metrics
+from retina.metrics import (
+    clinical_metrics,
+    is_referable,
+    referable_probability,
+    threshold_for_sensitivity,
+    threshold_for_specificity,
+)
 from retina.models import build_model, num_outputs, without_pretrained
 from retina.training.ema import WeightAverage
 from retina.training.losses import make_loss
@@ -312,6 +318,7 @@ def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, s
     grades, probabilities = session.validate()
     metrics = clinical_metrics(grades, probabilities, cfg.train.referable_threshold)
     state.record_metrics(metrics)
+    state.record_operating_points(choose_operating_points(grades, probabilities, cfg.train))
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
@@ -320,6 +327,21 @@ def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, s
         session.tensorboard.epoch_end(int(state.step.numpy()), summary, metrics)
     if stop.received:
         raise Preempted(stop.received, (epoch + 1) * spe, str(path))
+
+
+def choose_operating_points(grades, probabilities, train_cfg) -> dict[str, float]:
+    """Referral thresholds on the validation scores: the configured default, and the ones
+    reaching ``train.target_sensitivity`` and ``train.target_specificity``."""
+    positive, scores = is_referable(grades), referable_probability(probabilities)
+    return {
+        "default": train_cfg.referable_threshold,
+        "high_sensitivity": threshold_for_sensitivity(
+            positive, scores, train_cfg.target_sensitivity
+        ),
+        "high_specificity": threshold_for_specificity(
+            positive, scores, train_cfg.target_specificity
+        ),
+    }
 
 
 def _chunk_size(step: int, last: int, cfg: RunConfig) -> int:
@@ -443,6 +465,7 @@ def _append_history(run_dir: Path, epoch: int, first: int, summary, metrics, sta
     row = {"epoch": epoch + 1, "first_step": first, "last_step": int(state.step.numpy())}
     row.update(summary)
     row.update({f"val_{k}": metrics[k] for k in state.metrics})
+    row.update({f"threshold_{k}": float(v.numpy()) for k, v in state.operating_points.items()})
     path = run_dir / HISTORY_FILE
     new = not path.exists()
     with open(path, "a", newline="") as handle:

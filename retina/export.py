@@ -1,0 +1,23 @@
+"""``python -m retina.export run_dir=<dir> format=saved_model|keras [checkpoint=best]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from retina.cli import exit_on_user_error
+from retina.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    from retina.exporting import export_run
+
+    export_run(cfg.run_dir, cfg.format, cfg.checkpoint, cfg.output_dir or None)
+
+
+if __name__ == "__main__":
+    main()

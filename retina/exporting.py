@@ -1,0 +1,98 @@
+"""Serving artifacts from a run: ``export_run(run_dir, format)``.
+
+``saved_model`` is a TensorFlow SavedModel whose ``serving_default`` signature takes
+preprocessed uint8 scans and returns the probabilities, the referable probability and a
+referral decision per stored operating point; ``keras`` is a ``.keras`` file of the model
+alone. Both come with ``serving.json``: the input contract and the operating points.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import tensorflow as tf
+
+from retina.checkpoint import read_operating_points
+from retina.errors import ConfigError
+from retina.evaluation import load_evaluation_model, output_columns
+from retina.metrics import NUM_GRADES, REFERABLE_MIN_GRADE
+
+log = logging.getLogger(__name__)
+EXPORT_DIR = "export"
+FORMATS = ("saved_model", "keras")
+
+
+class ReferralModel(tf.Module):
+    """The model plus its referral rule, with one concrete serving signature."""
+
+    def __init__(self, model, thresholds: dict[str, float], image_size: int):
+        super().__init__()
+        self.model = model
+        self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, images):
+        probabilities = tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32))
+        if probabilities.shape[-1] == 2:
+            referable = probabilities[:, 1]
+        else:
+            referable = tf.reduce_sum(probabilities[:, REFERABLE_MIN_GRADE:], axis=1)
+        outputs = {"probabilities": probabilities, "referable_probability": referable}
+        for name, threshold in self.thresholds.items():
+            outputs[f"referred_{name}"] = referable >= threshold
+        return outputs
+
+
+def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: int) -> dict:
+    size = cfg.preprocess.image_size
+    return {
+        "checkpoint": checkpoint.name,
+        "model": cfg.model.name,
+        "input": {
+            "name": "images",
+            "dtype": "uint8",
+            "shape": [None, size, size, 3],
+            "channels": "RGB",
+            "note": (
+                "Scans preprocessed as in training (retina.preprocess.preprocess_fundus with "
+                "the preprocess settings below): field of view cropped and resized to "
+                f"{size}x{size}. The model scales pixel values itself."
+            ),
+            "preprocess": asdict(cfg.preprocess),
+        },
+        "outputs": {
+            "probabilities": output_columns(num_outputs),
+            "referable_probability": f"P(ICDR grade >= {REFERABLE_MIN_GRADE})",
+            "referred_<operating point>": "referable_probability >= threshold",
+        },
+        "operating_points": thresholds,
+        "operating_points_source": "chosen on the run's validation split during training",
+        "grades": list(range(NUM_GRADES)),
+    }
+
+
+def export_run(
+    run_dir: str | Path, fmt: str = "saved_model", checkpoint: str = "best", output_dir=None
+) -> Path:
+    """Writes the artifact and ``serving.json`` into ``output_dir`` (default
+    ``<run_dir>/export/<checkpoint>-<format>``); returns that folder."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt!r}; use one of {FORMATS}.")
+    run_dir = Path(run_dir)
+    cfg, model, path = load_evaluation_model(run_dir, checkpoint)
+    thresholds = read_operating_points(path)
+    out_dir = Path(output_dir) if output_dir else run_dir / EXPORT_DIR / f"{path.name}-{fmt}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "keras":
+        model.save(out_dir / "model.keras")
+    else:
+        module = ReferralModel(model, thresholds, cfg.preprocess.image_size)
+        tf.saved_model.save(module, str(out_dir / "saved_model"), signatures=module.serve)
+    description = serving_description(cfg, path, thresholds, model.output_shape[-1])
+    (out_dir / "serving.json").write_text(json.dumps(description, indent=2) + "\n")
+    log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)
+    return out_dir

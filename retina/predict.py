@@ -1,0 +1,31 @@
+"""``python -m retina.predict run_dir=<dir> input=<folder|csv|file> [checkpoint=best]``."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from retina.cli import exit_on_user_error
+from retina.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    from retina.prediction import predict_scans
+
+    predict_scans(
+        cfg.run_dir,
+        cfg.input,
+        cfg.checkpoint,
+        cfg.operating_point,
+        cfg.output_dir or None,
+        cfg.batch_size,
+        cfg.tta,
+    )
+
+
+if __name__ == "__main__":
+    main()

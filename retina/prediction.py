@@ -1,0 +1,113 @@
+"""Predictions for unlabeled scans: ``predict_scans(run_dir, input)``.
+
+The scans go through the run's own preprocessing (the same cache code as training) and
+the restored model; each is referred or not at an operating point stored in the
+checkpoint. Files that cannot be read are listed separately, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from retina.checkpoint import read_operating_points
+from retina.data.cache import build_cache
+from retina.data.sources import IMAGE_SUFFIXES
+from retina.errors import ConfigError, DataError
+from retina.evaluation import load_evaluation_model, output_columns, predict_probabilities
+from retina.metrics import referable_probability
+
+log = logging.getLogger(__name__)
+PREDICT_DIR = "predict"
+PREDICTIONS_FILE = "predictions.csv"
+UNREADABLE_FILE = "unreadable.csv"
+
+
+def list_inputs(reference: Path) -> tuple[Path, list[str]]:
+    """(root, paths relative to it) for a folder (searched recursively for scans), a CSV
+    with a ``path`` column (relative to the CSV's folder), or a single scan."""
+    if reference.is_dir():
+        files = sorted(
+            str(p.relative_to(reference))
+            for p in reference.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        return reference, files
+    if reference.suffix.lower() == ".csv" and reference.is_file():
+        table = pd.read_csv(reference, dtype=str, keep_default_na=False)
+        if "path" not in table:
+            raise DataError(f"{reference} has no 'path' column; list one scan per row there.")
+        return reference.parent, table["path"].tolist()
+    if reference.is_file():
+        return reference.parent, [reference.name]
+    raise DataError(f"input={reference} is neither a folder, a CSV nor a scan file.")
+
+
+def _readable(root: Path, files: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """The files that exist inside ``root``; the others as problems (path, reason)."""
+    problems, kept = [], []
+    for relative in files:
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root.resolve()):
+            problems.append({"path": relative, "reason": "outside the input folder"})
+        elif not path.is_file():
+            problems.append({"path": relative, "reason": "missing file"})
+        else:
+            kept.append(relative)
+    return pd.DataFrame({"path": kept}), problems
+
+
+def predict_scans(
+    run_dir: str | Path,
+    input_path: str | Path,
+    checkpoint: str = "best",
+    operating_point: str = "default",
+    output_dir: str | Path | None = None,
+    batch_size: int = 64,
+    tta: bool = False,
+) -> Path:
+    """Writes ``predictions.csv`` (one row per readable scan) and ``unreadable.csv`` into
+    ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path."""
+    run_dir = Path(run_dir)
+    cfg, model, path = load_evaluation_model(run_dir, checkpoint)
+    thresholds = read_operating_points(path)
+    if operating_point not in thresholds:
+        raise ConfigError(f"operating_point={operating_point!r}; use one of {list(thresholds)}.")
+    root, files = list_inputs(Path(input_path))
+    rows, problems = _readable(root, files)
+    cached, unreadable = build_cache(rows, root, cfg.preprocess, cfg.data.cache_dir)
+    rows = rows[cached != ""].assign(cache_path=cached[cached != ""])
+    probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
+    table = _prediction_rows(rows, probabilities, thresholds[operating_point], operating_point)
+    out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
+    pd.DataFrame(problems + unreadable, columns=["path", "reason"]).to_csv(
+        out_dir / UNREADABLE_FILE, index=False
+    )
+    log.info(
+        "%d scans predicted with %s (operating point %s, threshold %.4f), %d referred; %d "
+        "unreadable -> %s",
+        len(table),
+        path.name,
+        operating_point,
+        thresholds[operating_point],
+        int(table["referred"].sum()),
+        len(problems) + len(unreadable),
+        out_dir,
+    )
+    return out_dir / PREDICTIONS_FILE
+
+
+def _prediction_rows(rows, probabilities, threshold: float, operating_point: str) -> pd.DataFrame:
+    table = pd.DataFrame({"path": rows["path"].to_numpy()})
+    for index, name in enumerate(output_columns(probabilities.shape[1])):
+        table[name] = probabilities[:, index]
+    table["predicted_grade"] = probabilities.argmax(axis=1)
+    table["referable_probability"] = referable_probability(probabilities)
+    table["operating_point"] = operating_point
+    table["threshold"] = threshold
+    table["referred"] = (table["referable_probability"] >= threshold).astype(int)
+    return table

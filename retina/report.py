@@ -1,0 +1,367 @@
+"""Plots and the Markdown report of an evaluation: ``write_plots``, then ``write_report``.
+
+Figures are drawn with matplotlib's object API on an Agg canvas and pyplot is never
+imported: pyplot keeps global figure state and fixes one backend for the whole process,
+which a library imported into a notebook or a headless job has no business doing. Every
+figure has a fixed size, resolution and style, and its PNG carries no version or date, so
+evaluating the same predictions twice writes byte-identical files.
+
+Undefined metrics (``nan``, or ``None`` once read back from JSON) are written as ``n/a``
+and drawn as a "not defined" note: a split with no referable case still gets its report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import matplotlib.style
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_curve
+
+REPORT_FILE = "report.md"
+GRADE_NAMES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative")
+BINARY_NAMES = ("Not referable", "Referable")
+LEVELS = {"eye_level": "Eye", "patient_level": "Patient"}
+POINT_ORDER = ("default", "high_sensitivity", "high_specificity")
+PLOT_TITLES = {
+    "roc": "ROC",
+    "confusion_matrix": "Confusion matrix",
+    "calibration": "Calibration",
+    "score_distributions": "Score distributions",
+}
+FIGURE_SIZE = (6.4, 4.8)  # inches; at DPI, 640 x 480 pixels
+DPI = 100
+# matplotlib stamps its version into the PNG "Software" chunk; without it the bytes depend
+# only on what is drawn.
+PNG_METADATA = {"Software": None}
+MARKERS = ("o", "s", "^", "D", "v")
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    """``0.953``, or ``n/a`` for an undefined value (nan, None, not a number)."""
+    number = _float(value)
+    return f"{number:.{digits}f}" if math.isfinite(number) else "n/a"
+
+
+def format_interval(estimate: Mapping | None) -> str:
+    """``0.953 [0.921, 0.978]`` from ``{"value", "low", "high"}``; ``n/a`` if the value is
+    undefined (an interval around nothing would only mislead)."""
+    if not estimate or not math.isfinite(_float(estimate.get("value"))):
+        return "n/a"
+    low, high = format_number(estimate.get("low")), format_number(estimate.get("high"))
+    return f"{format_number(estimate['value'])} [{low}, {high}]"
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _count(value) -> str:
+    number = _float(value)
+    return str(int(number)) if math.isfinite(number) else "n/a"
+
+
+def _ordered_points(points: Mapping) -> list[tuple[str, dict]]:
+    """The operating points in reading order: default first, then the named ones."""
+    rank = {name: index for index, name in enumerate(POINT_ORDER)}
+    return sorted(points.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
+def _class_names(size: int) -> list[str]:
+    if size == len(GRADE_NAMES):
+        return [f"{grade} {name}" for grade, name in enumerate(GRADE_NAMES)]
+    if size == len(BINARY_NAMES):
+        return list(BINARY_NAMES)
+    return [str(index) for index in range(size)]
+
+
+# --- Plots -------------------------------------------------------------------------------
+
+
+def write_plots(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> dict[str, Path]:
+    """Writes the four eye-level figures of an evaluation as PNGs.
+
+    Args:
+        out_dir: folder to write into; created if missing.
+        predictions: one row per scan with at least ``grade`` and ``referable_probability``.
+        metrics: the evaluation metrics, as ``retina.evaluation.evaluate_run`` returns them.
+
+    Returns:
+        The written files by name: ``roc``, ``confusion_matrix``, ``calibration`` and
+        ``score_distributions``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eye = metrics["eye_level"]
+    grades = predictions["grade"].to_numpy(dtype=float)
+    scores = predictions["referable_probability"].to_numpy(dtype=float)
+    positive = grades >= metrics["referable_min_grade"]
+    ece = eye["expected_calibration_error"]
+    painters = {
+        "roc": lambda ax: _draw_roc(ax, positive, scores, eye),
+        "confusion_matrix": lambda ax: _draw_confusion_matrix(ax, eye["confusion_matrix"]),
+        "calibration": lambda ax: _draw_calibration(ax, eye["calibration"], ece),
+        "score_distributions": lambda ax: _draw_scores(ax, grades, scores, eye["operating_points"]),
+    }
+    return {name: _save_figure(out_dir / f"{name}.png", paint) for name, paint in painters.items()}
+
+
+def _save_figure(path: Path, paint: Callable[[Axes], None]) -> Path:
+    # The default style, not the user's matplotlibrc, so that the figure looks (and hashes)
+    # the same on every machine.
+    with matplotlib.style.context("default"):
+        figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
+        FigureCanvasAgg(figure)
+        paint(figure.add_subplot())
+        figure.savefig(path, format="png", dpi=DPI, metadata=PNG_METADATA)
+    return path
+
+
+def _say_not_defined(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="firebrick")
+
+
+def _add_legend(ax: Axes, location: str) -> None:
+    # An empty legend() call warns; a degenerate split can leave nothing labelled.
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc=location, fontsize="small")
+
+
+def _draw_roc(ax: Axes, positive: np.ndarray, scores: np.ndarray, level: dict) -> None:
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    known = np.isfinite(scores)
+    positive, scores = positive[known], scores[known]
+    if positive.any() and not positive.all():
+        false_positive_rate, true_positive_rate, _ = roc_curve(positive, scores)
+        auc = format_interval(level["referable_auc"])
+        ax.plot(false_positive_rate, true_positive_rate, linewidth=2, label=f"AUC {auc}")
+    else:
+        _say_not_defined(ax, "ROC not defined:\nthe scans are all referable or all not")
+    for index, (name, point) in enumerate(_ordered_points(level["operating_points"])):
+        _mark_operating_point(ax, index, name, point)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="1 - specificity", ylabel="Sensitivity")
+    ax.set_title("Referable DR, eye level")
+    _add_legend(ax, "lower right")
+
+
+def _mark_operating_point(ax: Axes, index: int, name: str, point: dict) -> None:
+    x = 1 - _float(point["specificity"]["value"])
+    y = _float(point["sensitivity"]["value"])
+    label = f"{name} (threshold {format_number(point['threshold'])})"
+    style = {"marker": MARKERS[index % len(MARKERS)], "color": f"C{index + 1}", "linestyle": ""}
+    if not (math.isfinite(x) and math.isfinite(y)):
+        ax.plot([], [], label=f"{label}: not defined", **style)
+        return
+    ax.plot([x], [y], markersize=8, label=label, clip_on=False, **style)
+    # Stagger the labels: the points often sit close together near the top-left corner.
+    offset = (8, -12 - 10 * index)
+    ax.annotate(name, (x, y), xytext=offset, textcoords="offset points", fontsize="small")
+
+
+def _draw_confusion_matrix(ax: Axes, matrix: list[list[int]]) -> None:
+    counts = np.asarray(matrix, dtype=float)
+    ax.set_title("Confusion matrix, eye level")
+    if counts.ndim != 2 or counts.size == 0 or counts.shape[0] != counts.shape[1]:
+        _say_not_defined(ax, "confusion matrix not defined")
+        return
+    top = max(float(np.nanmax(counts)), 1.0)
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=top)
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if count > top / 2 else "black"
+        ax.text(column, row, _count(count), ha="center", va="center", color=colour)
+    names, ticks = _class_names(len(counts)), range(len(counts))
+    ax.set_xticks(ticks, names, rotation=30, ha="right")
+    ax.set_yticks(ticks, names)
+    ax.set(xlabel="Predicted", ylabel="True")
+
+
+def _draw_calibration(ax: Axes, bins: list[dict], ece: float | None) -> None:
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    filled = [
+        b
+        for b in bins
+        if _float(b["count"]) > 0
+        and math.isfinite(_float(b["mean_score"]))
+        and math.isfinite(_float(b["fraction_positive"]))
+    ]
+    if filled:
+        _draw_bins(ax, filled)
+    else:
+        _say_not_defined(ax, "calibration not defined:\nno scored scans")
+    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="Mean referable probability in bin")
+    ax.set(ylabel="Fraction referable")
+    ax.set_title(f"Calibration, eye level (ECE {format_number(ece)})")
+    _add_legend(ax, "upper left")
+
+
+def _draw_bins(ax: Axes, bins: list[dict]) -> None:
+    lower = [b["lower"] for b in bins]
+    widths = [b["upper"] - b["lower"] for b in bins]
+    means = [b["mean_score"] for b in bins]
+    fractions = [b["fraction_positive"] for b in bins]
+    ax.bar(lower, fractions, width=widths, align="edge", alpha=0.25, edgecolor="C0")
+    ax.plot(means, fractions, marker="o", color="C0", label="model", clip_on=False)
+    # The scan count per bin says how much each point can be trusted.
+    for mean, fraction, b in zip(means, fractions, bins, strict=True):
+        ax.text(mean, fraction + 0.02, _count(b["count"]), ha="center", fontsize="x-small")
+
+
+def _draw_scores(ax: Axes, grades: np.ndarray, scores: np.ndarray, points: dict) -> None:
+    known = np.isfinite(scores)
+    groups = [scores[known & (grades == grade)] for grade in range(len(GRADE_NAMES))]
+    filled = [grade for grade, group in enumerate(groups) if len(group)]
+    if filled:
+        _draw_strips(ax, [groups[grade] for grade in filled], filled)
+    else:
+        _say_not_defined(ax, "no scored scans")
+    for index, (name, point) in enumerate(_ordered_points(points)):
+        threshold = _float(point["threshold"])
+        if math.isfinite(threshold):
+            style = {"color": f"C{index + 1}", "linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
+            ax.axhline(threshold, label=f"{name} threshold {threshold:.3f}", **style)
+    names = _class_names(len(GRADE_NAMES))
+    labels = [f"{name}\nn={len(group)}" for name, group in zip(names, groups, strict=True)]
+    ax.set_xticks(range(len(GRADE_NAMES)), labels)
+    ax.set(xlim=(-0.5, 4.5), ylim=(-0.02, 1.02), xlabel="True grade")
+    ax.set(ylabel="Referable probability", title="Referable probability by true grade, eye level")
+    _add_legend(ax, "upper left")
+
+
+def _draw_strips(ax: Axes, groups: list[np.ndarray], positions: list[int]) -> None:
+    ax.boxplot(groups, positions=positions, widths=0.5, showfliers=False, manage_ticks=False)
+    jitter = np.random.default_rng(0)  # seeded: the same scans give the same figure
+    for position, group in zip(positions, groups, strict=True):
+        x = position + jitter.uniform(-0.15, 0.15, len(group))
+        ax.scatter(x, group, s=10, alpha=0.5, color="C0")
+
+
+# --- Report ------------------------------------------------------------------------------
+
+
+def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path]) -> Path:
+    """Writes ``report.md``: AUCs, operating points, grading metrics and the plots.
+
+    Args:
+        out_dir: folder to write into; created if missing. Plots are linked relative to it.
+        metrics: the evaluation metrics, as ``retina.evaluation.evaluate_run`` returns them.
+        plots: the figures to embed, by name, as ``write_plots`` returns them.
+
+    Returns:
+        The report's path.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = [
+        _header(metrics),
+        _auc_table(metrics),
+        *(_level_section(metrics[key], label) for key, label in LEVELS.items()),
+        _plots_section(out_dir, plots),
+    ]
+    path = out_dir / REPORT_FILE
+    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    return path
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _header(metrics: dict) -> str:
+    eye, patient = metrics["eye_level"], metrics["patient_level"]
+    return "\n".join(
+        [
+            f"# Evaluation of {metrics['checkpoint']} on {metrics['dataset']}",
+            "",
+            f"- Eyes: {_count(eye['n'])} ({_count(eye['n_referable'])} referable)",
+            f"- Patients: {_count(patient['n'])} ({_count(patient['n_referable'])} referable)",
+            f"- Referable DR: ICDR grade >= {metrics['referable_min_grade']}",
+            f"- Operating points: {metrics['operating_points_source']}",
+        ]
+    )
+
+
+def _auc_table(metrics: dict) -> str:
+    rows = []
+    for key, label in LEVELS.items():
+        level = metrics[key]
+        auc = format_interval(level["referable_auc"])
+        rows.append([label, _count(level["n"]), _count(level["n_referable"]), auc])
+    header = ["Level", "n", "Referable", "AUC [95% CI]"]
+    return f"## Referable DR (grade >= {metrics['referable_min_grade']})\n\n" + _table(header, rows)
+
+
+def _level_section(level: dict, label: str) -> str:
+    parts = [
+        f"## {label} level",
+        f"### Operating points ({label.lower()} level)",
+        _operating_points_table(level["operating_points"]),
+        f"### Grading ({label.lower()} level)",
+        _grading_summary(level),
+    ]
+    if level.get("per_grade"):  # a referable (binary) head predicts no grade
+        parts.append(_per_grade_table(level["per_grade"]))
+    parts += [f"### Confusion matrix ({label.lower()} level)", _confusion_table(level)]
+    return "\n\n".join(parts)
+
+
+def _operating_points_table(points: dict) -> str:
+    rates, counts = ("sensitivity", "specificity", "ppv", "npv"), ("tp", "fp", "tn", "fn")
+    header = ["Operating point", "Threshold", "Sensitivity [95% CI]", "Specificity [95% CI]"]
+    header += ["PPV [95% CI]", "NPV [95% CI]", "TP", "FP", "TN", "FN"]
+    rows = [
+        [name, format_number(point["threshold"])]
+        + [format_interval(point[rate]) for rate in rates]
+        + [_count(point[count]) for count in counts]
+        for name, point in _ordered_points(points)
+    ]
+    return _table(header, rows)
+
+
+def _grading_summary(level: dict) -> str:
+    return "\n".join(
+        [
+            f"- Quadratic weighted kappa: {format_number(level['quadratic_weighted_kappa'])}",
+            f"- Accuracy: {format_number(level['accuracy'])}",
+            f"- Expected calibration error: {format_number(level['expected_calibration_error'])}",
+        ]
+    )
+
+
+def _per_grade_table(per_grade: dict) -> str:
+    names = _class_names(len(GRADE_NAMES))
+    rows = [
+        [names[int(grade)] if int(grade) < len(names) else str(grade), _count(values["support"])]
+        + [format_number(values["precision"]), format_number(values["recall"])]
+        for grade, values in sorted(per_grade.items(), key=lambda item: int(item[0]))
+    ]
+    return _table(["Grade", "n", "Precision", "Recall"], rows)
+
+
+def _confusion_table(level: dict) -> str:
+    matrix = level["confusion_matrix"]
+    if not matrix:
+        return "Not defined: no scans."
+    names = _class_names(len(matrix))
+    rows = [[name, *map(_count, row)] for name, row in zip(names, matrix, strict=True)]
+    return "Rows: true; columns: predicted.\n\n" + _table(["True / Predicted", *names], rows)
+
+
+def _plots_section(out_dir: Path, plots: dict[str, Path]) -> str:
+    lines = ["## Plots"]
+    for name, path in plots.items():
+        # Relative links keep the report readable wherever the folder is copied.
+        link = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
+        lines.append(f"![{PLOT_TITLES.get(name, name)}]({link})")
+    return "\n\n".join(lines)

@@ -1,0 +1,109 @@
+"""predict on unlabeled scans and export for serving, on a real smoke run."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from conftest import ROOT, run_module, smoke_config
+from retina.errors import ConfigError
+from retina.evaluation import evaluate_run
+from retina.exporting import export_run
+from retina.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shared_data):
+    run_dir = tmp_path_factory.mktemp("serving") / "run"
+    train(smoke_config(shared_data, ["train.epochs=1", "train.evaluate_test=false"]), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(run, shared_data, tmp_path_factory):
+    """Two scans of each format from the synthetic set, plus three unreadable files."""
+    folder = tmp_path_factory.mktemp("unlabeled")
+    images = shared_data / "synthetic" / "train_images"
+    for suffix in (".png", ".jpg", ".dcm"):
+        for path in sorted(images.glob(f"*{suffix}"))[:2]:
+            (folder / "nested").mkdir(exist_ok=True)
+            shutil.copy(path, folder / "nested" / path.name)
+    (folder / "random.jpg").write_bytes(np.random.default_rng(0).bytes(500))
+    (folder / "empty.png").write_bytes(b"")
+    png = next(images.glob("*.png")).read_bytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 3])
+    (folder / "notes.txt").write_text("not a scan")
+    return folder
+
+
+def test_predict_on_a_mixed_folder_lists_readable_and_unreadable(run, mixed_folder):
+    result = run_module("retina.predict", f"run_dir={run}", f"input={mixed_folder}", cwd=run.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = pd.read_csv(run / "predict" / "predictions.csv")
+    unreadable = pd.read_csv(run / "predict" / "unreadable.csv")
+    assert sorted(p.rsplit(".", 1)[1] for p in predictions["path"]) == sorted(
+        ["png", "png", "jpg", "jpg", "dcm", "dcm"]
+    )
+    assert sorted(unreadable["path"]) == ["empty.png", "random.jpg", "truncated.png"]
+    assert np.allclose(predictions.filter(like="prob_grade_").sum(axis=1), 1, atol=1e-5)
+    assert (
+        predictions["referred"]
+        == (predictions["referable_probability"] >= predictions["threshold"])
+    ).all()
+    dicom_ids = set()
+    for path in mixed_folder.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        dicom_ids |= {ds.PatientID, *str(ds.PatientName).split("^")}
+    written = (run / "predict" / "predictions.csv").read_text() + result.stdout + result.stderr
+    assert dicom_ids and not [i for i in dicom_ids if i in written]
+
+
+def test_predict_refuses_an_unknown_operating_point(run, mixed_folder):
+    from retina.prediction import predict_scans
+
+    with pytest.raises(ConfigError, match="operating_point"):
+        predict_scans(run, mixed_folder, operating_point="sometimes")
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "keras"])
+def test_export_reloads_in_a_fresh_process_and_reproduces_evaluation(run, fmt, tmp_path):
+    metrics = evaluate_run(run, checkpoint="best", split="test", n_resamples=20)
+    folder = run / "eval" / f"{metrics['checkpoint']}-test"
+    expected = pd.read_csv(folder / "predictions.csv")
+    out_dir = export_run(run, fmt, checkpoint="best", output_dir=tmp_path / fmt)
+    serving = json.loads((out_dir / "serving.json").read_text())
+    assert set(serving["operating_points"]) == {"default", "high_sensitivity", "high_specificity"}
+    manifest = pd.read_csv(run / "manifest.csv", dtype=str)
+    scans = manifest.set_index("scan_id").loc[expected["scan_id"], "path"]
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, tensorflow as tf, keras
+        from retina.data.cache import build_cache
+        from retina.config import load_run_config
+        import pandas as pd
+        cfg = load_run_config("{run}/config.yaml")
+        rows = pd.DataFrame({{"path": {list(scans)!r}}})
+        cached, _ = build_cache(rows, cfg.data.root, cfg.preprocess, cfg.data.cache_dir)
+        images = np.stack([tf.io.decode_png(tf.io.read_file(p), channels=3) for p in cached])
+        if "{fmt}" == "keras":
+            model = keras.saving.load_model("{out_dir}/model.keras")
+            out = tf.nn.softmax(model(images, training=False)).numpy()
+        else:
+            serve = tf.saved_model.load("{out_dir}/saved_model").signatures["serving_default"]
+            result = serve(images=tf.constant(images))
+            out = result["probabilities"].numpy()
+            assert "referred_high_sensitivity" in result
+        json.dump(out.tolist(), sys.stdout)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reloaded = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(reloaded, expected.filter(like="prob_grade_").to_numpy(), atol=2e-6)
