@@ -161,6 +161,7 @@ class EvaluateConfig:
     tta: bool = False
     bootstrap_resamples: int = 2000
     seed: int = 0
+    data: DataConfig | None = None
 
 
 @dataclass

@@ -14,6 +14,8 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
+    from omegaconf import OmegaConf
+
     from retina.evaluation import evaluate_run
 
     metrics = evaluate_run(
@@ -24,6 +26,7 @@ def main(cfg: DictConfig) -> float:
         tta=cfg.tta,
         n_resamples=cfg.bootstrap_resamples,
         seed=cfg.seed,
+        data=OmegaConf.to_object(cfg.data) if cfg.data is not None else None,
     )
     return metrics["eye_level"]["referable_auc"]["value"]
 

@@ -18,9 +18,12 @@ import pandas as pd
 import tensorflow as tf
 
 from retina.checkpoint import find_checkpoint, read_operating_points, restore_weights
-from retina.config import RunConfig, load_run_config
+from retina.config import DataConfig, RunConfig, load_run_config
+from retina.data.cache import build_cache
 from retina.data.pipeline import decode_cached
 from retina.data.prepare import prepare_run_data
+from retina.data.sources import build_manifest
+from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 from retina.errors import DataError
 from retina.metrics import (
     NUM_GRADES,
@@ -133,8 +136,10 @@ def evaluate_run(
     tta: bool = False,
     n_resamples: int = 2000,
     seed: int = 0,
+    data: DataConfig | None = None,
 ) -> dict:
-    """Scores ``split`` of the run's manifest with the restored ``checkpoint``.
+    """Scores ``split`` of the run's manifest (or of ``data``, another data set, where
+    ``split="all"`` takes all of it) with the restored ``checkpoint``.
 
     The operating points are the ones stored in the checkpoint (chosen on the validation
     split during training); nothing is tuned here. Returns the metrics written to
@@ -142,9 +147,7 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     cfg, model, path = load_evaluation_model(run_dir, checkpoint)
-    rows = prepare_run_data(cfg, run_dir, splits=(split,))
-    if rows.empty:
-        raise DataError(f"the run's manifest has no scans in split {split!r}.")
+    rows, dataset = scored_rows(cfg, run_dir, split, data)
     thresholds = read_operating_points(path)
     probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
     predictions = prediction_table(rows, probabilities, thresholds)
@@ -152,17 +155,41 @@ def evaluate_run(
     patients = patient_level(predictions)
     metrics = {
         "checkpoint": path.name,
-        "dataset": split,
+        "dataset": dataset,
         "test_time_augmentation": tta,
         "referable_min_grade": 2,
         "operating_points_source": _operating_points_source(path, cfg),
         "eye_level": level_metrics(predictions, thresholds, binary, seed, n_resamples),
         "patient_level": level_metrics(patients, thresholds, binary, seed, n_resamples),
     }
-    out_dir = run_dir / EVAL_DIR / f"{path.name}-{split}"
+    out_dir = run_dir / EVAL_DIR / f"{path.name}-{dataset}"
     _write_outputs(out_dir, predictions, metrics)
     _log_summary(metrics, out_dir)
     return metrics
+
+
+def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | None):
+    """(rows with ``cache_path``, data set name): the run's own split, or ``data``'s scans
+    through the run's preprocessing (unusable ones logged and skipped)."""
+    if data is None:
+        rows = prepare_run_data(cfg, run_dir, splits=(split,))
+        if rows.empty:
+            raise DataError(f"the run's manifest has no scans in split {split!r}.")
+        return rows, split
+    if data.layout == "synthetic":
+        ensure_synthetic_dataset(data.root, SyntheticSpec(**vars(data.synthetic)), data.workers)
+    manifest, problems = build_manifest(data)
+    if split != "all":
+        manifest = manifest[manifest["split"] == split]
+    cached, unreadable = build_cache(
+        manifest, data.root, cfg.preprocess, data.cache_dir, data.workers
+    )
+    if problems or unreadable:
+        log.warning("Left out %d unusable inputs of %s.", len(problems + unreadable), data.root)
+    rows = manifest[cached != ""].assign(cache_path=cached[cached != ""])
+    if rows.empty:
+        raise DataError(f"data.root={data.root} has no usable scans in split {split!r}.")
+    return rows, f"{data.layout}-{split}"
 
 
 def _operating_points_source(path: Path, cfg: RunConfig) -> str:

@@ -107,3 +107,39 @@ def test_export_reloads_in_a_fresh_process_and_reproduces_evaluation(run, fmt, t
     assert done.returncode == 0, done.stderr[-3000:]
     reloaded = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(reloaded, expected.filter(like="prob_grade_").to_numpy(), atol=2e-6)
+
+
+def test_evaluate_scores_another_dataset_with_test_time_augmentation(run, shared_data):
+    result = run_module(
+        "retina.evaluate",
+        f"run_dir={run}",
+        "data=aptos2019",
+        f"data.root={shared_data / 'synthetic'}",
+        f"data.cache_dir={shared_data / 'cache'}",
+        "split=all",
+        "tta=true",
+        "bootstrap_resamples=50",
+        cwd=run.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = run / "eval" / "ckpt-5-aptos2019-all"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    scans = len(pd.read_csv(shared_data / "synthetic" / "train.csv"))
+    assert metrics["eye_level"]["n"] == scans and metrics["test_time_augmentation"] is True
+    assert metrics["dataset"] == "aptos2019-all"
+
+
+def test_test_time_augmentation_averages_the_four_flips(run):
+    import tensorflow as tf
+
+    from retina.data.prepare import prepare_run_data
+    from retina.evaluation import load_evaluation_model, predict_probabilities
+
+    cfg, model, _ = load_evaluation_model(run, "latest")
+    paths = prepare_run_data(cfg, run, splits=("test",))["cache_path"].tolist()
+    images = tf.stack([tf.io.decode_png(tf.io.read_file(p), channels=3) for p in paths])
+    views = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    by_hand = np.mean([tf.nn.softmax(model(v, training=False)).numpy() for v in views], axis=0)
+    averaged = predict_probabilities(model, paths, 8, tta=True)
+    np.testing.assert_allclose(averaged, by_hand, atol=1e-6)
+    assert not np.allclose(averaged, predict_probabilities(model, paths, 8), atol=1e-4)
