@@ -24,9 +24,20 @@ def exit_on_user_error(function):
             return function(*args, **kwargs)
         except Preempted as stop:
             log.warning("%s", stop)
+            if _in_multirun():
+                raise
             sys.exit(EXIT_PREEMPTED)
         except RetinaError as error:
             log.error("%s: %s", type(error).__name__, error)
+            if _in_multirun():  # the job fails, the sweep goes on and records it
+                raise
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from retina.errors import ConfigError
+
 
 @dataclass
 class SyntheticConfig:
@@ -118,6 +120,7 @@ class TrainLoopConfig:
     jit_compile: bool = False
     ema_decay: float = 0.0
     freeze_backbone_epochs: int = 0
+    limit_train_scans: int = 0
     referable_threshold: float = 0.5
     target_sensitivity: float = 0.975
     target_specificity: float = 0.98
@@ -183,6 +186,40 @@ class ExportConfig:
     output_dir: str = ""
 
 
+# Keys through which Hydra's instantiate would import and call Python.
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def refuse_instantiate_keys(node, path: str = "") -> None:
+    """Raises ConfigError naming the first ``_target_``-style key of a job config.
+
+    Models, optimizers, schedules and losses come from registries by name; a config value
+    must never be able to import and call arbitrary Python. (Hydra's own ``hydra.*`` node,
+    launchers and callbacks, is not part of the job config.)
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in INSTANTIATE_KEYS:
+                raise ConfigError(
+                    f"{where}={value!r}: configs cannot name Python objects to call. Choose "
+                    "registered components by name instead (model.name, optimizer.name, "
+                    "schedule.name, ...)."
+                )
+            refuse_instantiate_keys(value, where)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            refuse_instantiate_keys(value, f"{path}[{index}]")
+
+
+def to_typed(cfg):
+    """A composed job config as its dataclass, after refusing instantiate keys."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    refuse_instantiate_keys(container)
+    return OmegaConf.to_object(cfg)
+
+
 def register_configs() -> None:
     """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists."""
     store = ConfigStore.instance()
@@ -195,4 +232,4 @@ def register_configs() -> None:
 def load_run_config(path) -> RunConfig:
     """Reads a run's saved ``config.yaml`` back into a validated ``RunConfig``."""
     merged = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
-    return OmegaConf.to_object(merged)
+    return to_typed(merged)

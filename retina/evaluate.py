@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from retina.cli import exit_on_user_error
-from retina.config import register_configs
+from retina.config import register_configs, to_typed
 
 register_configs()
 
@@ -14,19 +14,18 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from omegaconf import OmegaConf
-
     from retina.evaluation import evaluate_run
 
+    options = to_typed(cfg)  # refuses _target_-style keys by name
     metrics = evaluate_run(
-        cfg.run_dir,
-        cfg.checkpoint,
-        cfg.split,
-        cfg.batch_size,
-        tta=cfg.tta,
-        n_resamples=cfg.bootstrap_resamples,
-        seed=cfg.seed,
-        data=OmegaConf.to_object(cfg.data) if cfg.data is not None else None,
+        options.run_dir,
+        options.checkpoint,
+        options.split,
+        options.batch_size,
+        tta=options.tta,
+        n_resamples=options.bootstrap_resamples,
+        seed=options.seed,
+        data=options.data,
     )
     return metrics["eye_level"]["referable_auc"]["value"]
 

@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from retina.cli import exit_on_user_error
-from retina.config import register_configs
+from retina.config import register_configs, to_typed
 
 register_configs()
 
@@ -14,6 +14,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    to_typed(cfg)  # refuses _target_-style keys by name
     from retina.exporting import export_run
 
     export_run(cfg.run_dir, cfg.format, cfg.checkpoint, cfg.output_dir or None)

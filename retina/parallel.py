@@ -23,7 +23,10 @@ def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> lis
     """
     workers = workers or cpu_count()
     progress = dict(total=len(jobs), desc=what, unit="img", mininterval=1.0)
-    if workers == 1 or len(jobs) < 8:
+    # Inside a joblib (loky) worker of a parallel sweep, spawned children fail to start
+    # (their bootstrap asks for a "loky" context); the sweep is the parallelism there.
+    in_loky_worker = multiprocessing.get_start_method(allow_none=True) == "loky"
+    if workers == 1 or len(jobs) < 8 or in_loky_worker:
         return [function(job) for job in tqdm(jobs, **progress)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         chunks = max(1, len(jobs) // (workers * 8))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from retina.cli import exit_on_user_error
-from retina.config import register_configs
+from retina.config import register_configs, to_typed
 
 register_configs()
 
@@ -17,8 +17,8 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     from retina.training.loop import train  # TensorFlow loads after Hydra parsed the CLI
 
-    metrics = train(OmegaConf.to_object(cfg), HydraConfig.get().runtime.output_dir)
-    return metrics["referable_auc"]
+    metrics = train(to_typed(cfg), HydraConfig.get().runtime.output_dir)
+    return metrics["best"]["value"]  # the sweep objective (Optuna): best validation metric
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from conftest import compose_config, smoke_config
 from retina.checkpoint import find_checkpoint, restore_weights
-from retina.config import LossConfig, ScheduleConfig
+from retina.config import LossConfig, ScheduleConfig, to_typed
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.errors import ConfigError
 from retina.models import build_model, without_pretrained
@@ -341,3 +341,20 @@ def test_resume_and_evaluation_do_not_need_the_initial_weights_file(tmp_path, sh
     initial.unlink()  # the checkpoint replaces every weight from here on
     train(replace(cfg, train=replace(cfg.train, epochs=2)), tmp_path / "run")
     assert evaluate_run(tmp_path / "run", split="val", n_resamples=50)["eye_level"]["n"] > 0
+
+
+def test_overfit_batch_preset_drives_the_loss_towards_zero(tmp_path, shared_data):
+    cfg = to_typed(
+        compose_config(
+            "train",
+            [
+                "debug=overfit_batch",
+                f"data.root={shared_data / 'synthetic'}",
+                f"data.cache_dir={shared_data / 'cache'}",
+            ],
+        )
+    )
+    assert (cfg.train.limit_train_scans, cfg.augment.flip, cfg.model.widths) == (4, False, [8, 16])
+    train(cfg, tmp_path)
+    losses = pd.read_csv(tmp_path / "steps.csv")["loss"].to_numpy()
+    assert len(losses) == 40 and losses[-5:].mean() < 0.2 * losses[:5].mean(), losses

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from retina.checkpoint import (
     RunLock,
     TrainingState,
     fault_point,
+    find_checkpoint,
     resolve_checkpoint,
     restore_weights,
 )
@@ -41,6 +43,7 @@ from retina.metrics import (
     threshold_for_specificity,
 )
 from retina.models import build_model, num_outputs, without_pretrained
+from retina.sweep import write_status
 from retina.training.ema import WeightAverage
 from retina.training.losses import make_loss
 from retina.training.optimizers import (
@@ -144,6 +147,8 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
     policy = apply_precision(cfg.train.precision)
     manifest = prepare_run_data(cfg, run_dir)
     train_rows, val_rows = (manifest[manifest["split"] == s] for s in ("train", "val"))
+    if cfg.train.limit_train_scans:
+        train_rows = train_rows.head(cfg.train.limit_train_scans)
     steps_per_epoch = len(train_rows) // cfg.train.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(
@@ -251,8 +256,9 @@ def build_training_state(
 
 
 def train(cfg: RunConfig, run_dir: str | Path) -> dict:
-    """Trains (or resumes) the run in ``run_dir``; returns the last validation metrics,
-    plus the held-out test metrics under ``test`` when ``train.evaluate_test`` is on.
+    """Trains (or resumes) the run in ``run_dir``; returns the last validation metrics, the
+    best value of ``checkpoint.best_metric`` under ``best``, and the held-out test metrics
+    under ``test`` when ``train.evaluate_test`` is on.
 
     Raises:
         Preempted: after saving, when SIGTERM or SIGINT arrived.
@@ -260,24 +266,48 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     cfg = with_absolute_paths(cfg)
+    started = time.perf_counter()
     with RunLock(run_dir):
         session = open_session(cfg, run_dir)
         save_run_config(cfg, run_dir)  # only once the restore verified against this config
-        _announce(session, cfg)
+        already_done = _announce(session, cfg)
         try:
             with StopSignal() as stop:
                 _train_epochs(session, cfg, run_dir, stop)
         finally:
             session.store.close()  # a checkpoint being written in the background completes
     result = session.state.metric_values()
+    # The ledger is sorted best first: the value the best/ checkpoint was ranked by.
+    result["best"] = {
+        "metric": cfg.checkpoint.best_metric,
+        "value": float(session.state.best_values.numpy()[0]),
+    }
     if cfg.train.evaluate_test:
-        from retina.evaluation import evaluate_run
-
-        result["test"] = evaluate_run(run_dir)
+        result["test"] = _evaluate_test(run_dir, reuse=already_done)
+    write_status(
+        run_dir,
+        status="finished",
+        resumed=session.restored_from is not None and not already_done,
+        seconds=round(time.perf_counter() - started, 1),
+        ended=time.time(),
+    )
     return result
 
 
-def _announce(session: Session, cfg: RunConfig) -> None:
+def _evaluate_test(run_dir: Path, reuse: bool) -> dict:
+    """The held-out evaluation of the last checkpoint; a run that had nothing left to train
+    (a finished job of a re-launched sweep) keeps the one it already wrote."""
+    from retina.evaluation import EVAL_DIR, METRICS_FILE, evaluate_run
+
+    written = run_dir / EVAL_DIR / f"{find_checkpoint(run_dir).name}-test" / METRICS_FILE
+    if reuse and written.is_file():
+        log.info("Already evaluated: %s", written)
+        return json.loads(written.read_text())
+    return evaluate_run(run_dir)
+
+
+def _announce(session: Session, cfg: RunConfig) -> bool:
+    """Logs where training starts; True when the run has nothing left to train."""
     if session.restored_from:
         log.info("Restored from %s", session.restored_from)
     else:
@@ -285,10 +315,11 @@ def _announce(session: Session, cfg: RunConfig) -> None:
     start, total = int(session.state.step.numpy()), cfg.train.epochs * session.steps_per_epoch
     if start >= total:
         log.info("Nothing to do: step %d already reached train.epochs=%d.", start, cfg.train.epochs)
-    else:
-        log.info(
-            "Training steps %d..%d (%d steps per epoch).", start + 1, total, session.steps_per_epoch
-        )
+        return True
+    log.info(
+        "Training steps %d..%d (%d steps per epoch).", start + 1, total, session.steps_per_epoch
+    )
+    return False
 
 
 def _train_epochs(session: Session, cfg: RunConfig, run_dir: Path, stop: StopSignal) -> None:

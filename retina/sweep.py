@@ -1,0 +1,189 @@
+"""Sweep summaries: one row per job of a multirun, as ``summary.csv``, ``summary.md`` and
+``summary.png`` in the sweep folder.
+
+Written at the end of every ``python -m retina.train -m ...`` (the ``SweepSummary`` Hydra
+callback) and on demand: ``python -m retina.sweep <multirun_dir>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+STATUS_FILE = "status.json"
+SUMMARY_COLUMNS = ["job", "overrides", "status", "error", "best_checkpoint", "seconds"]
+
+
+def write_status(run_dir: Path, **fields) -> None:
+    """``<run_dir>/status.json``: how the latest launch of this run ended."""
+    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(fields, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _best_validation(job: Path) -> tuple[dict, str]:
+    sidecars = sorted((job / "best").glob("ckpt-*.meta.json"))
+    if not sidecars:
+        return {}, ""
+    from retina.checkpoint import find_checkpoint, read_sidecar
+
+    best = find_checkpoint(job, "best")
+    return read_sidecar(best)["metrics"], str(best)
+
+
+def _test_metrics(job: Path) -> dict:
+    """Eye-level test metrics of the newest evaluation of the job's best or latest."""
+    found = sorted((job / "eval").glob("*-test/metrics.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return {}
+    eye = _read_json(found[-1]).get("eye_level", {})
+    default = eye.get("operating_points", {}).get("default", {})
+    return {
+        "test_referable_auc": (eye.get("referable_auc") or {}).get("value"),
+        "test_sensitivity": (default.get("sensitivity") or {}).get("value"),
+        "test_specificity": (default.get("specificity") or {}).get("value"),
+        "test_quadratic_weighted_kappa": eye.get("quadratic_weighted_kappa"),
+    }
+
+
+def job_row(job: Path, sweep_dir: Path) -> dict:
+    status = _read_json(job / STATUS_FILE)
+    state = status.get("status", "incomplete")
+    if state == "finished" and status.get("resumed"):
+        state = "resumed"
+    validation, best = _best_validation(job)
+    # The job folder is named by the overrides that tell the jobs apart (no data paths).
+    row = {
+        "job": str(job.relative_to(sweep_dir)),
+        "overrides": job.name.replace(",", " "),
+        "status": state,
+        "error": status.get("error", ""),
+        "best_checkpoint": best,
+        "seconds": status.get("seconds"),
+    }
+    row.update({f"val_{k}": v for k, v in validation.items()})
+    row.update(_test_metrics(job))
+    return row
+
+
+def summarize(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: str = "max"):
+    """The summary table of every job under ``sweep_dir``, best ``metric`` first."""
+    sweep_dir = Path(sweep_dir)
+    jobs = sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
+    table = pd.DataFrame([job_row(job, sweep_dir) for job in jobs], columns=None)
+    if table.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    if metric in table:
+        table = table.sort_values(metric, ascending=mode == "min", na_position="last")
+    return table.reset_index(drop=True)
+
+
+def write_summary(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: str = "max"):
+    """Writes summary.csv, summary.md and summary.png into ``sweep_dir``; returns the table."""
+    sweep_dir = Path(sweep_dir)
+    table = summarize(sweep_dir, metric, mode)
+    # Parallel jobs (joblib) may write at the same moment: each file appears whole.
+    _replace(sweep_dir / "summary.csv", lambda path: table.to_csv(path, index=False))
+    _replace(
+        sweep_dir / "summary.md", lambda path: path.write_text(_markdown(table, metric) + "\n")
+    )
+    _replace(sweep_dir / "summary.png", lambda path: _plot(table, metric, path))
+    log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, sweep_dir / "summary.md")
+    return table
+
+
+def _replace(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}{path.suffix}")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def _markdown(table: pd.DataFrame, metric: str) -> str:
+    shown = [c for c in table.columns if c not in ("job", "best_checkpoint")]
+    lines = [f"# Sweep summary (sorted by {metric})", ""]
+    lines.append("| " + " | ".join(shown) + " |")
+    lines.append("|" + " --- |" * len(shown))
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in shown) + " |")
+    return "\n".join(lines)
+
+
+def _plot(table: pd.DataFrame, metric: str, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 0.5 + 0.4 * max(len(table), 1)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    column = table[metric] if metric in table else pd.Series([float("nan")] * len(table))
+    values = pd.to_numeric(column, errors="coerce")
+    labels = [o or j for o, j in zip(table.get("overrides", []), table.get("job", []), strict=True)]
+    axes.barh(range(len(values)), values.fillna(0).to_numpy())
+    axes.set_yticks(range(len(values)), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_xlabel(metric)
+    axes.set_title("Sweep jobs")
+    figure.subplots_adjust(left=0.5, right=0.97)
+    figure.savefig(path, metadata={"Software": None})
+
+
+class SweepSummary(Callback):
+    """Hydra callback: records each job's failure and writes the summary after a multirun."""
+
+    def __init__(self, metric: str = "val_referable_auc", mode: str = "max"):
+        self.metric, self.mode = metric, mode
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        """Records a failure, then refreshes the summary: it stays current even when the
+        sweep is killed or Hydra stops at the end on a failed job."""
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if job_return.status == JobStatus.FAILED:
+            error = str(job_return._return_value).strip().splitlines() or [""]
+            output_dir = Path(config.hydra.runtime.output_dir)
+            name = type(job_return._return_value).__name__
+            write_status(output_dir, status="failed", error=f"{name}: {error[0][:300]}")
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_summary(config.hydra.sweep.dir, self.metric, self.mode)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        write_summary(config.hydra.sweep.dir, self.metric, self.mode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Summarize a retina multirun folder.")
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--metric", default="val_referable_auc")
+    parser.add_argument("--mode", choices=["max", "min"], default="max")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"{args.sweep_dir} is not a folder", file=sys.stderr)
+        return 2
+    table = write_summary(args.sweep_dir, args.metric, args.mode)
+    print(_markdown(table, args.metric))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Hydra multirun sweeps through the real entry point: resume after a kill, joblib, Optuna,
+and the summary."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import run_module, smoke_config
+from retina.data.prepare import prepare_run_data
+from retina.sweep import main as sweep_main
+
+GRID = ["model.dropout=0.1,0.2", "optimizer.learning_rate=0.001,0.003"]
+
+
+def _sweep_args(shared_data, sweep_dir, *extra):
+    return [
+        "-m",
+        "debug=smoke",
+        f"data.root={shared_data / 'synthetic'}",
+        f"data.cache_dir={shared_data / 'cache'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "train.evaluate_test=false",
+        "train.epochs=4",
+        "checkpoint.every_steps=1",
+        *extra,
+    ]
+
+
+def _jobs(sweep_dir):
+    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
+
+
+def _steps(job) -> int:
+    path = job / "steps.csv"
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_data, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = _sweep_args(shared_data, sweep_dir, *GRID)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retina.train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        jobs = _jobs(sweep_dir)
+        if len(jobs) >= 3 and _steps(_launch_order(sweep_dir)[2]) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    third = _launch_order(sweep_dir)[2]
+    assert 3 <= _steps(third) < 20, "killed inside the third job"
+    assert len(_jobs(sweep_dir)) == 3
+
+    again = run_module("retina.train", *args, cwd=tmp_path, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == 4
+    status = dict(zip(summary["job"], summary["status"], strict=True))
+    order = _launch_order(sweep_dir)
+    assert status[order[2].name] == "resumed"
+    assert "Restored from" in (order[2] / "train.log").read_text()
+    for finished in order[:2]:
+        assert status[finished.name] == "finished"
+        log = (finished / "train.log").read_text()
+        assert log.count("Initializing from scratch.") == 1 and "Nothing to do" in log
+    assert status[order[3].name] == "finished"
+    assert all(_steps(job) == 20 for job in order)
+
+
+def _launch_order(sweep_dir):
+    """Job folders in the order the basic launcher ran them (its job number)."""
+    found = {}
+    for job in _jobs(sweep_dir):
+        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
+        found[hydra_cfg["hydra"]["job"]["num"]] = job
+    return [found[n] for n in sorted(found)]
+
+
+def test_joblib_launcher_runs_two_jobs_at_once(shared_data, tmp_path):
+    (tmp_path / "prepare").mkdir()
+    prepare_run_data(smoke_config(shared_data), tmp_path / "prepare")  # no race to generate
+    sweep_dir = tmp_path / "parallel"
+    args = _sweep_args(
+        shared_data, sweep_dir, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    )
+    result = run_module("retina.train", *args, cwd=tmp_path, timeout=500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert (summary["status"] == "finished").all() and len(summary) == 4
+    spans = []
+    for job in _jobs(sweep_dir):
+        status = json.loads((job / "status.json").read_text())
+        spans.append((status["ended"] - status["seconds"], status["ended"]))
+    spans.sort()
+    overlapping = [b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)]
+    assert any(overlapping), spans
+
+    # python -m retina.evaluate -m over two of the jobs; their test metrics join the summary
+    jobs = _jobs(sweep_dir)[:2]
+    evaluated = run_module(
+        "retina.evaluate",
+        "-m",
+        "run_dir=" + ",".join(f"'{j}'" for j in jobs),  # quoted: job names hold = and ,
+        "checkpoint=best",
+        "bootstrap_resamples=20",
+        f"hydra.sweep.dir={tmp_path / 'evaluations'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert sweep_main([str(sweep_dir)]) == 0
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("job")
+    assert summary.loc[[j.name for j in jobs], "test_referable_auc"].notna().all()
+    assert summary["test_referable_auc"].isna().sum() == 2
+
+
+def test_optuna_sweep_reports_the_best_trial(shared_data, tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    args = _sweep_args(
+        shared_data,
+        sweep_dir,
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.sampler.seed=0",
+        "optimizer.learning_rate=interval(0.0005,0.005)",
+    )
+    result = run_module("retina.train", *args, cwd=tmp_path, timeout=500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert "optimizer.learning_rate" in best["best_params"]
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert len(summary) == 3
+    assert best["best_value"] == pytest.approx(summary["val_referable_auc"].max(), abs=1e-6)
+
+
+def test_sweep_command_summarizes_on_demand_and_lists_failures(shared_data, tmp_path, capsys):
+    sweep_dir = tmp_path / "failing"
+    args = _sweep_args(shared_data, sweep_dir, "train.batch_size=4,1000")
+    result = run_module("retina.train", *args, cwd=tmp_path, timeout=300)
+    assert result.returncode != 0  # Hydra reports the failed job after the sweep
+    (sweep_dir / "summary.csv").unlink()
+    assert sweep_main([str(sweep_dir)]) == 0
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    failed = summary[summary["status"] == "failed"]
+    assert len(summary) == 2 and len(failed) == 1
+    assert failed["error"].iloc[0].startswith("ConfigError: train.batch_size=1000")
+    assert (sweep_dir / "summary.png").stat().st_size > 0
+    assert "| failed |" in capsys.readouterr().out
