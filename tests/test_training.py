@@ -358,3 +358,22 @@ def test_overfit_batch_preset_drives_the_loss_towards_zero(tmp_path, shared_data
     train(cfg, tmp_path)
     losses = pd.read_csv(tmp_path / "steps.csv")["loss"].to_numpy()
     assert len(losses) == 40 and losses[-5:].mean() < 0.2 * losses[:5].mean(), losses
+
+
+@pytest.mark.parametrize(
+    "optimizer, schedule", [("adam", "constant"), ("adamw", "step"), ("sgd", "warmup_cosine")]
+)
+def test_each_optimizer_and_schedule_trains_from_the_command_line_config(
+    tmp_path, shared_data, optimizer, schedule
+):
+    session = _session(tmp_path, shared_data, f"optimizer={optimizer}", f"schedule={schedule}")
+    inner = session.state.optimizers["all"]
+    assert type(inner).__name__.lower() == optimizer
+    before = _values(session.state.model.trainable_variables)
+    losses, _, _ = session.train_function(0)(session.iterator, 2)
+    assert np.isfinite(losses.numpy()).all()
+    after = session.state.model.trainable_variables
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, after, strict=True))
+    expected = {"constant": 1.0, "step": 1.0, "warmup_cosine": 3 / 5}[schedule]  # step 2 of 5
+    base = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2}[optimizer]
+    assert float(inner.learning_rate) == pytest.approx(base * expected, rel=1e-5)
