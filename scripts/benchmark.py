@@ -219,7 +219,6 @@ def _fit_model(cfg, session):
     """The same architecture, optimizer, loss and stream, compiled for ``model.fit``."""
     import keras
 
-    from retina.data.pipeline import StreamOptions, make_train_dataset
     from retina.models import build_model
 
     model = build_model(cfg.model, cfg.preprocess.image_size)
@@ -228,17 +227,7 @@ def _fit_model(cfg, session):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    rows = session.train_rows
-    stream = StreamOptions(cfg.train.sampler, cfg.train.memory_cache_mb)
-    dataset = make_train_dataset(
-        rows["cache_path"].tolist(),
-        rows["grade"].tolist(),
-        cfg.train.batch_size,
-        cfg.seed,
-        cfg.augment,
-        stream,
-    )
-    return model, dataset
+    return model, _stream(cfg, session)
 
 
 def bench_train(args) -> dict:
@@ -269,9 +258,9 @@ def bench_train(args) -> dict:
         session, iterator=iter(tf.data.Dataset.from_tensors(batch).repeat())
     )
     streamed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_cache_mb=0))
-    streamed = dataclasses.replace(session, iterator=_stream_iterator(streamed_cfg, session))
+    streamed = dataclasses.replace(session, iterator=iter(_stream(streamed_cfg, session)))
     light_cfg = dataclasses.replace(cfg, augment=_augment_preset("light"))
-    light = dataclasses.replace(session, iterator=_stream_iterator(light_cfg, session))
+    light = dataclasses.replace(session, iterator=iter(_stream(light_cfg, session)))
     fit_model, fit_data = _fit_model(cfg, session)
     fit_timer = _FitTimer()
 
@@ -378,20 +367,18 @@ def _augment_preset(name: str):
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AugmentConfig), preset))
 
 
-def _stream_iterator(cfg, session):
+def _stream(cfg, session):
+    """The training stream ``cfg`` describes, over the session's training scans."""
     from retina.data.pipeline import StreamOptions, make_train_dataset
 
     rows = session.train_rows
-    stream = StreamOptions(cfg.train.sampler, cfg.train.memory_cache_mb)
-    return iter(
-        make_train_dataset(
-            rows["cache_path"].tolist(),
-            rows["grade"].tolist(),
-            cfg.train.batch_size,
-            cfg.seed,
-            cfg.augment,
-            stream,
-        )
+    return make_train_dataset(
+        rows["cache_path"].tolist(),
+        rows["grade"].tolist(),
+        cfg.train.batch_size,
+        cfg.seed,
+        cfg.augment,
+        StreamOptions(cfg.train.sampler, cfg.train.memory_cache_mb),
     )
 
 
