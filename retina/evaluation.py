@@ -15,12 +15,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from retina.checkpoint import find_checkpoint, read_operating_points, restore_weights
 from retina.config import DataConfig, RunConfig, load_run_config
 from retina.data.cache import build_cache
-from retina.data.pipeline import decode_cached
+from retina.data.pipeline import make_eval_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import build_manifest
 from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
@@ -36,6 +35,7 @@ from retina.metrics import (
 from retina.models import build_model, without_pretrained
 from retina.report import write_plots, write_report
 from retina.training.loop import CONFIG_FILE
+from retina.training.steps import make_predict_step, predict_dataset
 
 log = logging.getLogger(__name__)
 EVAL_DIR = "eval"
@@ -66,25 +66,19 @@ def load_evaluation_model(run_dir: Path, checkpoint: str) -> tuple[RunConfig, ke
 def predict_probabilities(
     model: keras.Model, cache_paths: list[str], batch_size: int, tta: bool = False
 ) -> np.ndarray:
-    """Softmax outputs per scan, in order; with ``tta``, averaged over the four flips."""
-    views = [lambda x: x]
-    if tta:
-        views += [
-            lambda x: tf.reverse(x, [2]),
-            lambda x: tf.reverse(x, [1]),
-            lambda x: tf.reverse(x, [1, 2]),
-        ]
+    """Softmax outputs per cached scan, in order; with ``tta``, averaged over the four flips."""
+    if not cache_paths:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    dataset = make_eval_dataset(list(cache_paths), [0] * len(cache_paths), batch_size)
+    return predict_dataset(make_predict_step(model, tta), dataset)[1]
 
-    @tf.function
-    def predict(images):
-        outputs = [
-            tf.nn.softmax(tf.cast(model(v(images), training=False), tf.float32)) for v in views
-        ]
-        return tf.add_n(outputs) / len(outputs)
 
-    dataset = tf.data.Dataset.from_tensor_slices(list(cache_paths)).map(decode_cached)
-    batches = [predict(images).numpy() for images in dataset.batch(batch_size)]
-    return np.concatenate(batches) if batches else np.zeros((0, model.output_shape[-1]))
+def probability_columns(probabilities: np.ndarray) -> pd.DataFrame:
+    """The model's probabilities, predicted grade (or class) and referable probability."""
+    table = pd.DataFrame(probabilities, columns=output_columns(probabilities.shape[1]))
+    table["predicted_grade"] = probabilities.argmax(axis=1)
+    table["referable_probability"] = referable_probability(probabilities)
+    return table
 
 
 def output_columns(num_outputs: int) -> list[str]:
@@ -98,11 +92,8 @@ def prediction_table(
     rows: pd.DataFrame, probabilities: np.ndarray, thresholds: dict
 ) -> pd.DataFrame:
     """One row per scan: pseudonymous ids, truth, probabilities, prediction and decisions."""
-    table = rows[["scan_id", "patient", "eye", "grade"]].reset_index(drop=True).copy()
-    for index, name in enumerate(output_columns(probabilities.shape[1])):
-        table[name] = probabilities[:, index]
-    table["predicted_grade"] = probabilities.argmax(axis=1)
-    table["referable_probability"] = referable_probability(probabilities)
+    ids = rows[["scan_id", "patient", "eye", "grade"]].reset_index(drop=True)
+    table = pd.concat([ids, probability_columns(probabilities)], axis=1)
     for name, threshold in thresholds.items():
         table[f"referred_{name}"] = (table["referable_probability"] >= threshold).astype(int)
     return table

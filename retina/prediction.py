@@ -16,8 +16,7 @@ from retina.checkpoint import read_operating_points
 from retina.data.cache import build_cache
 from retina.data.sources import IMAGE_SUFFIXES
 from retina.errors import ConfigError, DataError
-from retina.evaluation import load_evaluation_model, output_columns, predict_probabilities
-from retina.metrics import referable_probability
+from retina.evaluation import load_evaluation_model, predict_probabilities, probability_columns
 
 log = logging.getLogger(__name__)
 PREDICT_DIR = "predict"
@@ -102,11 +101,8 @@ def predict_scans(
 
 
 def _prediction_rows(rows, probabilities, threshold: float, operating_point: str) -> pd.DataFrame:
-    table = pd.DataFrame({"path": rows["path"].to_numpy()})
-    for index, name in enumerate(output_columns(probabilities.shape[1])):
-        table[name] = probabilities[:, index]
-    table["predicted_grade"] = probabilities.argmax(axis=1)
-    table["referable_probability"] = referable_probability(probabilities)
+    table = probability_columns(probabilities)
+    table.insert(0, "path", rows["path"].to_numpy())
     table["operating_point"] = operating_point
     table["threshold"] = threshold
     table["referred"] = (table["referable_probability"] >= threshold).astype(int)

@@ -84,7 +84,7 @@ def summarize(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: st
     """The summary table of every job under ``sweep_dir``, best ``metric`` first."""
     sweep_dir = Path(sweep_dir)
     jobs = sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
-    table = pd.DataFrame([job_row(job, sweep_dir) for job in jobs], columns=None)
+    table = pd.DataFrame([job_row(job, sweep_dir) for job in jobs])
     if table.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     if metric in table:

@@ -110,10 +110,23 @@ def make_train_function(parts: StepParts):
     return run
 
 
-def make_predict_step(model: keras.Model):
+def make_predict_step(model: keras.Model, tta: bool = False):
+    """Softmax outputs of a batch; with ``tta``, averaged over the four flips."""
+    views = [lambda x: x]
+    if tta:
+        views += [
+            lambda x: tf.reverse(x, [2]),
+            lambda x: tf.reverse(x, [1]),
+            lambda x: tf.reverse(x, [1, 2]),
+        ]
+
     @tf.function
     def predict_step(images):
-        return tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+        outputs = [
+            tf.nn.softmax(tf.cast(model(view(images), training=False), tf.float32))
+            for view in views
+        ]
+        return tf.add_n(outputs) / len(outputs)
 
     return predict_step
 
