@@ -47,6 +47,7 @@ import platform
 import re
 import shutil
 import signal
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,6 +82,16 @@ def seed_generator_states(model: keras.Model) -> list[tf.Variable]:
             if isinstance(value, keras.random.SeedGenerator):
                 states.append(value.state)
     return states
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """SHA-256 over every model variable (BatchNorm statistics included): equal on two
+    workers, or after a restore, exactly when every weight is bit-identical."""
+    digest = hashlib.sha256()
+    for variable in model.variables:
+        digest.update(variable.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
 
 
 class TrainingState:
@@ -416,6 +427,7 @@ class CheckpointStore:
         best_metric: str = "referable_auc",
         best_mode: str = "max",
         background: bool = False,
+        chief: bool = True,
     ):
         if best_metric not in VALIDATION_METRICS:
             raise CheckpointError(
@@ -427,6 +439,8 @@ class CheckpointStore:
         self.best = CheckpointFolder(self.run_dir / BEST_DIR, state, describe)
         self.max_to_keep = max_to_keep
         self.best_metric, self.best_mode = best_metric, best_mode
+        self.chief = chief
+        background = background and chief
         self._snapshotter = Snapshotter(state.checkpoint) if background else None
         self._writer = ThreadPoolExecutor(1, "checkpoint-writer") if background else None
         self._pending = None
@@ -456,6 +470,8 @@ class CheckpointStore:
         save (or ``wait``) waits for it and re-raises its error.
         """
         self.wait()
+        if not self.chief:
+            return self._write_and_discard()
         jobs = [self.latest.prepare("latest")] + ([self.best.prepare("best")] if best else [])
         ledger = {int(s) for s in self.state.best_steps.numpy() if s >= 0}
         if self._snapshotter is None:
@@ -464,6 +480,18 @@ class CheckpointStore:
             snapshot = self._snapshotter.snapshot()
             self._pending = self._writer.submit(self._commit, jobs, snapshot, ledger)
         return jobs[0]["prefix"]
+
+    def _write_and_discard(self) -> Path:
+        """A non-chief worker's save (multi-worker): it writes like the chief, because a
+        save may need every worker, but into a temporary folder that it then deletes; the
+        chief's copy in the run directory is the checkpoint. Returns the chief's prefix."""
+        step = int(self.state.step.numpy())
+        folder = tempfile.mkdtemp(prefix="retina-worker-checkpoint-")
+        try:
+            self.state.checkpoint.write(os.path.join(folder, f"ckpt-{step}"))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return self.latest.directory / f"ckpt-{step}"
 
     def _commit(self, jobs: list[dict], snapshot, ledger: set[int]) -> None:
         for job in jobs:
@@ -515,6 +543,8 @@ class CheckpointStore:
                 match the model built from the current config.
         """
         self.wait()
+        if not self.chief:
+            return self._restore_read_only()
         self._check_state_file()
         for folder in (self.latest, self.best):
             for name in folder.clean_orphans():
@@ -546,6 +576,21 @@ class CheckpointStore:
                 f"The damaged files are in {self.run_dir / QUARANTINE_DIR}. Not restarting at "
                 "step 0 on top of them: use a new run directory to start over."
             )
+        return None
+
+    def _restore_read_only(self) -> Path | None:
+        """A non-chief worker's restore: the newest intact checkpoint of the run directory,
+        read and verified like the chief's, without moving or rewriting anything there
+        (the chief quarantines and tidies)."""
+        for prefix in self.latest.prefixes():
+            if damage(prefix) is None:
+                _verified_read(
+                    lambda p=prefix: self.state.checkpoint.read(str(p)),
+                    prefix,
+                    complete=True,
+                    describe=self.latest.describe,
+                )
+                return prefix
         return None
 
 

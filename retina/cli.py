@@ -15,14 +15,15 @@ EXIT_USER_ERROR = 2
 def exit_on_user_error(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from retina.training.preemption import EXIT_PREEMPTED, Preempted
+        from retina.training.preemption import EXIT_PREEMPTED, Preempted, WorkerLost
 
-        # absl (through TensorFlow) logs internals at INFO into Hydra's root logger.
-        logging.getLogger("absl").setLevel(logging.WARNING)
+        # absl and TensorFlow's own logger (collectives, preemption handler) log internals at INFO.
+        for name in ("absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         log = logging.getLogger("retina")
         try:
             return function(*args, **kwargs)
-        except Preempted as stop:
+        except (Preempted, WorkerLost) as stop:
             log.warning("%s", stop)
             if _in_multirun():
                 raise

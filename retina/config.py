@@ -109,6 +109,17 @@ class LossConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """Where training runs: ``trainer.strategy`` picks the tf.distribute strategy."""
+
+    strategy: str = "auto"
+    cluster: str = "auto"
+    slurm_port: int = 8888
+    sync_batchnorm: bool = True
+    cpu_devices: int = 1
+
+
+@dataclass
 class TrainLoopConfig:
     epochs: int = 14
     batch_size: int = 32
@@ -152,6 +163,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 

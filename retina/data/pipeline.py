@@ -31,6 +31,8 @@ class StreamOptions:
     sampler: str = "shuffle"
     memory_cache_mb: int = 0
     deterministic: bool = True
+    worker_index: int = 0  # this worker's slice of every global batch ...
+    num_workers: int = 1  # ... out of this many (trainer.strategy=multi_worker)
 
 
 def decode_cached(path: tf.Tensor) -> tf.Tensor:
@@ -90,17 +92,28 @@ def make_train_dataset(
     augment: AugmentConfig | None = None,
     options: StreamOptions | None = None,
 ) -> tf.data.Dataset:
-    """An endless stream of (images, labels) batches.
+    """An endless stream of this worker's (images, labels) batches.
 
     The stream never ends, so one iterator spans the whole run and its checkpointed state
-    is the exact data position, mid-epoch included. Element ``i`` of the stream is
-    augmented with the seed ``(seed, i)``.
+    is the exact data position, mid-epoch included. Every worker draws the same global
+    batches of ``batch_size`` scan indices and loads only its own slice of each, so each
+    scan is seen once per epoch whatever the number of workers, and element ``i`` of the
+    global stream is augmented with the seed ``(seed, i)`` on whichever worker loads it.
+
+    Checkpoints are symbolic: they hold positions, not buffered images, so the iterator
+    state is the same on every worker and restores into any worker count.
     """
     options = options or StreamOptions()
     labels = np.asarray(labels, np.int32)
     images = load_into_memory(paths, options.memory_cache_mb)
     path_table, label_table = tf.constant(paths), tf.constant(labels)
+    worker_batch = batch_size // options.num_workers
+    first = options.worker_index * worker_batch
     dataset = _shuffled_indices(labels, seed, options.sampler).enumerate()
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(
+        lambda p, i: (p[first : first + worker_batch], i[first : first + worker_batch])
+    )
 
     def load(position, index):
         if images is not None:
@@ -111,8 +124,13 @@ def make_train_dataset(
             image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), position]), augment)
         return image, tf.gather(label_table, index)
 
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    dataset = dataset.unbatch().map(
+        load, num_parallel_calls=AUTOTUNE, deterministic=options.deterministic
+    )
+    dataset = dataset.batch(worker_batch, drop_remainder=True).prefetch(AUTOTUNE)
+    symbolic = tf.data.Options()
+    symbolic.experimental_symbolic_checkpoint = True
+    return dataset.with_options(symbolic)
 
 
 def make_eval_dataset(paths: list[str], labels: list[int], batch_size: int) -> tf.data.Dataset:

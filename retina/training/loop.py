@@ -3,11 +3,13 @@ does, callable from tests and notebooks with a plain ``RunConfig``."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +31,7 @@ from retina.checkpoint import (
     find_checkpoint,
     resolve_checkpoint,
     restore_weights,
+    weights_fingerprint,
 )
 from retina.config import RunConfig
 from retina.data.pipeline import StreamOptions, make_eval_dataset, make_train_dataset
@@ -44,6 +47,13 @@ from retina.metrics import (
 )
 from retina.models import build_model, num_outputs, without_pretrained
 from retina.sweep import write_status
+from retina.training.distribute import (
+    Placement,
+    build_placement,
+    check_batch_size,
+    synchronize_batchnorm,
+    wait_for_all_workers,
+)
 from retina.training.ema import WeightAverage
 from retina.training.losses import make_loss
 from retina.training.optimizers import (
@@ -54,7 +64,13 @@ from retina.training.optimizers import (
     variable_groups,
 )
 from retina.training.precision import apply_precision, uses_loss_scaling
-from retina.training.preemption import Preempted, StopSignal
+from retina.training.preemption import (
+    PEER_ERRORS,
+    ClusterStopSignal,
+    Preempted,
+    StopSignal,
+    WorkerLost,
+)
 from retina.training.steps import (
     StepParts,
     make_predict_step,
@@ -86,6 +102,11 @@ class Session:
     tensorboard: TensorBoardLog | None = None
     freeze_epochs: int = 0
     _functions: dict = field(default_factory=dict)
+
+    @property
+    def chief(self) -> bool:
+        """Whether this process writes the run directory (always, unless multi-worker)."""
+        return self.parts.placement.is_chief
 
     def train_function(self, epoch: int):
         """The compiled steps for ``epoch``: head only while the backbone is frozen.
@@ -136,16 +157,18 @@ def describe_run(cfg: RunConfig, manifest: pd.DataFrame) -> dict:
     }
 
 
-def open_session(cfg: RunConfig, run_dir: Path) -> Session:
+def open_session(cfg: RunConfig, run_dir: Path, placement: Placement | None = None) -> Session:
     """Builds data, model, optimizers and iterator, then restores the latest checkpoint.
 
-    Follows the restore order documented in ``retina.checkpoint``.
+    Follows the restore order documented in ``retina.checkpoint``; under a strategy, every
+    worker builds the same state in ``strategy.scope()`` and restores the chief's checkpoint.
     """
+    placement = placement or Placement(tf.distribute.get_strategy())
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.train)
     policy = apply_precision(cfg.train.precision)
-    manifest = prepare_run_data(cfg, run_dir)
+    manifest = _prepare_data(cfg, run_dir, placement)
     train_rows, val_rows = (manifest[manifest["split"] == s] for s in ("train", "val"))
     if cfg.train.limit_train_scans:
         train_rows = train_rows.head(cfg.train.limit_train_scans)
@@ -155,8 +178,12 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
             f"train.batch_size={cfg.train.batch_size} exceeds the "
             f"{len(train_rows)} training scans; lower it."
         )
+    check_batch_size(cfg.train.batch_size, placement)
     resuming = any((Path(run_dir) / LATEST_DIR).glob(f"*{SIDECAR_SUFFIX}"))
-    state, parts = build_training_state(cfg, train_rows, steps_per_epoch, policy, resuming)
+    with placement.strategy.scope():
+        state, parts = build_training_state(
+            cfg, train_rows, steps_per_epoch, policy, resuming, placement
+        )
     store = CheckpointStore(
         run_dir,
         state,
@@ -165,6 +192,7 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         best_metric=cfg.checkpoint.best_metric,
         best_mode=cfg.checkpoint.best_mode,
         background=cfg.checkpoint.background,
+        chief=placement.is_chief,
     )
     restored_from = store.restore()
     if restored_from is None and cfg.checkpoint.init_from:
@@ -175,11 +203,12 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         val_rows["cache_path"].tolist(), val_rows["grade"].tolist(), 2 * cfg.train.batch_size
     )
     log.info(
-        "Precision policy %s; model %s with %s parameters; optimizers %s.",
+        "Precision policy %s; model %s with %s parameters; optimizers %s; %s.",
         policy,
         cfg.model.name,
         f"{state.model.count_params():,}",
         ", ".join(state.optimizers),
+        placement.describe(),
     )
     return Session(
         state,
@@ -191,9 +220,17 @@ def open_session(cfg: RunConfig, run_dir: Path) -> Session:
         parts,
         train_rows,
         make_predict_step(state.model),
-        TensorBoardLog(run_dir) if cfg.train.tensorboard else None,
+        TensorBoardLog(run_dir) if cfg.train.tensorboard and placement.is_chief else None,
         cfg.train.freeze_backbone_epochs,
     )
+
+
+def _prepare_data(cfg: RunConfig, run_dir: Path, placement: Placement) -> pd.DataFrame:
+    """The chief generates, caches and splits the data; the other workers wait for it,
+    then read what it wrote (the run's manifest, the cache), so no file is written twice."""
+    manifest = prepare_run_data(cfg, run_dir) if placement.is_chief else None
+    wait_for_all_workers(placement)
+    return manifest if manifest is not None else prepare_run_data(cfg, run_dir)
 
 
 def set_determinism(train_cfg) -> None:
@@ -211,14 +248,23 @@ def set_determinism(train_cfg) -> None:
 
 
 def build_training_state(
-    cfg: RunConfig, train_rows, steps_per_epoch: int, policy: str, resuming: bool = False
+    cfg: RunConfig,
+    train_rows,
+    steps_per_epoch: int,
+    policy: str,
+    resuming: bool = False,
+    placement: Placement | None = None,
 ):
     """Model, optimizers, loss, weight averages and training stream, as a fresh
     (unrestored) ``TrainingState`` and the ``StepParts`` that train it. When ``resuming``,
-    the checkpoint replaces every weight, so pretrained ones are neither loaded nor fetched."""
+    the checkpoint replaces every weight, so pretrained ones are neither loaded nor fetched.
+    Call inside ``placement.strategy.scope()``."""
+    placement = placement or Placement(tf.distribute.get_strategy())
     model = build_model(
         without_pretrained(cfg.model) if resuming else cfg.model, cfg.preprocess.image_size
     )
+    if placement.num_replicas > 1 and cfg.trainer.sync_batchnorm:
+        synchronize_batchnorm(model)
     rates = RateSetup(
         cfg.schedule, steps_per_epoch, cfg.train.epochs * steps_per_epoch, tf.Variable(1.0)
     )
@@ -228,7 +274,11 @@ def build_training_state(
     ema = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     grades = train_rows["grade"].to_numpy()
     stream = StreamOptions(
-        cfg.train.sampler, cfg.train.memory_cache_mb, deterministic=cfg.train.deterministic
+        cfg.train.sampler,
+        cfg.train.memory_cache_mb,
+        cfg.train.deterministic,
+        placement.worker_index,
+        placement.num_workers,
     )
     dataset = make_train_dataset(
         train_rows["cache_path"].tolist(),
@@ -251,6 +301,7 @@ def build_training_state(
         cfg.model.head,
         ema,
         cfg.train.jit_compile,
+        placement,
     )
     return state, parts
 
@@ -267,21 +318,32 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     cfg = with_absolute_paths(cfg)
     started = time.perf_counter()
-    with RunLock(run_dir):
-        session = open_session(cfg, run_dir)
-        save_run_config(cfg, run_dir)  # only once the restore verified against this config
+    placement = build_placement(cfg.trainer)  # first: multi-worker precedes other TF work
+    if not placement.is_chief:
+        _log_to_worker_file(run_dir, placement.worker_index)
+    with RunLock(run_dir) if placement.is_chief else contextlib.nullcontext():
+        session = open_session(cfg, run_dir, placement)
+        if session.chief:
+            save_run_config(cfg, run_dir)  # only once the restore verified against this config
         already_done = _announce(session, cfg)
         try:
-            with StopSignal() as stop:
+            with _stop_signal(session) as stop:
                 _train_epochs(session, cfg, run_dir, stop)
         finally:
             session.store.close()  # a checkpoint being written in the background completes
+    log.info(
+        "Model weights sha256 %s (worker %d).",
+        weights_fingerprint(session.state.model),
+        session.parts.placement.worker_index,
+    )
     result = session.state.metric_values()
     # The ledger is sorted best first: the value the best/ checkpoint was ranked by.
     result["best"] = {
         "metric": cfg.checkpoint.best_metric,
         "value": float(session.state.best_values.numpy()[0]),
     }
+    if not session.chief:
+        return result
     if cfg.train.evaluate_test:
         result["test"] = _evaluate_test(run_dir, reuse=already_done)
     write_status(
@@ -292,6 +354,29 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         ended=time.time(),
     )
     return result
+
+
+def _log_to_worker_file(run_dir: Path, index: int) -> None:
+    """A non-chief worker logs to ``<run_dir>/worker<index>.log``, not into the chief's log."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
+        replacement = logging.FileHandler(run_dir / f"worker{index}.log")
+        replacement.setFormatter(handler.formatter)
+        root.addHandler(replacement)
+
+
+def _stop_signal(session: Session):
+    """What turns SIGTERM into a save and a clean exit: tf.distribute's preemption handler
+    across workers, our own signal flag in a single process."""
+    if session.parts.placement.multi_worker:
+        return ClusterStopSignal(
+            session.parts.placement.strategy,
+            session.store.save,
+            lambda: int(session.state.step.numpy()),
+        )
+    return StopSignal()
 
 
 def _evaluate_test(run_dir: Path, reuse: bool) -> dict:
@@ -326,7 +411,9 @@ def _train_epochs(session: Session, cfg: RunConfig, run_dir: Path, stop: StopSig
     """Runs epochs until ``train.epochs``; the step counter, not a Python loop index, says
     where training is, so mid-epoch resumes and rollbacks need no special case."""
     state, spe = session.state, session.steps_per_epoch
-    steps_log = StepLog(run_dir / STEPS_FILE, restored_step=int(state.step.numpy()))
+    # Only the chief keeps the step log; the others write theirs to the null device.
+    steps_path = run_dir / STEPS_FILE if session.chief else Path(os.devnull)
+    steps_log = StepLog(steps_path, restored_step=int(state.step.numpy()))
     rollbacks = 0
     try:
         while (step := int(state.step.numpy())) < cfg.train.epochs * spe:
@@ -353,7 +440,8 @@ def _train_epoch(session, cfg: RunConfig, run_dir: Path, step: int, steps_log, s
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     _log_epoch(epoch, cfg.train.epochs, summary, metrics, path)
-    _append_history(run_dir, epoch, step + 1, summary, metrics, state)
+    if session.chief:
+        _append_history(run_dir, epoch, step + 1, summary, metrics, state)
     if session.tensorboard:
         session.tensorboard.epoch_end(int(state.step.numpy()), summary, metrics)
     if stop.received:
@@ -396,7 +484,7 @@ def run_steps(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -
     bar = tqdm(total=last - first + 1, desc=epoch_label, unit="step", mininterval=1.0, leave=False)
     while step < last:
         count = _chunk_size(step, last, cfg)
-        losses, accuracies, applied = (t.numpy() for t in run(session.iterator, count))
+        losses, accuracies, applied = _run_chunk(session, run, count)
         for loss, accuracy, ok in zip(losses.tolist(), accuracies.tolist(), applied, strict=True):
             step += 1
             if not math.isfinite(loss) and not session.parts.loss_scaling:
@@ -417,6 +505,7 @@ def run_steps(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -
             path = session.store.save()
             if stop.received:
                 raise Preempted(stop.received, step, str(path))
+        stop.poll()
     bar.close()
     if skipped:
         log.warning(
@@ -432,6 +521,27 @@ def run_steps(session, cfg: RunConfig, first: int, last: int, steps_log, stop) -
         "seconds": seconds,
         "skipped_steps": skipped,
     }
+
+
+def _run_chunk(session: Session, run, count: int) -> tuple:
+    """One compiled call; under multi-worker, a lost peer becomes ``WorkerLost``."""
+    try:
+        return tuple(t.numpy() for t in run(session.iterator, count))
+    except tf.errors.OpError as error:
+        if not session.parts.placement.multi_worker or type(error).__name__ not in PEER_ERRORS:
+            raise
+        latest = session.store.latest.prefixes()
+        where = str(latest[0]) if latest else "the start"
+        raise WorkerLost(_peer_failure(error.message), where) from None
+
+
+def _peer_failure(message: str) -> str:
+    """The useful line of a collective op's error: which task stopped, if it says."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line, following in zip(lines, lines[1:], strict=False):
+        if "stopped sending heartbeats" in line:
+            return f"no heartbeat from {following}"
+    return lines[-1][:200] if lines else "no detail"
 
 
 def _roll_back(session: Session, error: TrainingDiverged, steps_log: StepLog) -> None:

@@ -1,8 +1,17 @@
-"""SIGTERM/SIGINT handling: finish the current step, save, exit with ``EXIT_PREEMPTED``."""
+"""SIGTERM/SIGINT handling: finish the current step, save, exit with ``EXIT_PREEMPTED``.
+
+One process: ``StopSignal`` turns the signal into a flag the loop polls. Several workers:
+``ClusterStopSignal`` hands it to tf.distribute's ``PreemptionCheckpointHandler``, which
+tells every worker, agrees on the step at which all of them save, and saves through the
+checkpoint layer (the chief's copy is the checkpoint).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 
 # EX_TEMPFAIL from sysexits.h: "try again later". A job scheduler (or you) re-runs the
 # same command and training resumes from the checkpoint saved on the way out.
@@ -17,6 +26,27 @@ class Preempted(Exception):
             f"{signal_name} received: saved {checkpoint} at step {step}; exiting with status "
             f"{EXIT_PREEMPTED}. Re-run the same command to resume."
         )
+
+
+class WorkerLost(Exception):
+    """Raised when another worker of a multi-worker run stopped (killed, crashed, its host
+    lost): this one cannot go on alone."""
+
+    def __init__(self, reason: str, checkpoint: str):
+        super().__init__(
+            f"another worker stopped ({reason}); this one cannot go on without it. Exiting "
+            f"with status {EXIT_PREEMPTED}: restart every worker with the same command to resume "
+            f"from {checkpoint}."
+        )
+
+
+# What a collective op raises when a peer is gone.
+PEER_ERRORS = (
+    "UnavailableError",
+    "AbortedError",
+    "CancelledError",
+    "DeadlineExceededError",
+)
 
 
 class StopSignal:
@@ -39,3 +69,57 @@ class StopSignal:
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
+
+    def poll(self) -> None:
+        """Nothing to do here: the loop reads ``received`` itself."""
+
+
+class ClusterStopSignal:
+    """Multi-worker preemption: a SIGTERM on any worker makes all of them save at the same
+    step and raise ``Preempted``.
+
+    Args:
+        strategy: the MultiWorkerMirroredStrategy in use.
+        save: saves the current state through the checkpoint layer; returns its path.
+        step: the current step, for the message.
+    """
+
+    received = None  # the loop's own checks never fire; ``poll`` does the work
+
+    def __init__(self, strategy, save, step):
+        import tensorflow as tf
+
+        self._save, self._step, self._saved = save, step, None
+        self._previous = signal.getsignal(signal.SIGTERM)
+        # The handler insists on a checkpoint and a folder of its own: it restores from
+        # there at start-up, and a non-chief makes a sibling folder beside it. It gets an
+        # empty checkpoint, in a temporary folder removed on exit; our state is saved and
+        # restored by the checkpoint layer.
+        self._folder = tempfile.mkdtemp(prefix="retina-preemption-")
+        config = tf.distribute.experimental.TerminationConfig(
+            exit_fn=self._exit, save_fn=self._save_now
+        )
+        self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            strategy.cluster_resolver,
+            tf.train.Checkpoint(),
+            os.path.join(self._folder, "handler"),
+            config,
+        )
+
+    def _save_now(self) -> None:
+        self._saved = self._save()
+
+    def _exit(self) -> None:
+        raise Preempted("SIGTERM", self._step(), str(self._saved))
+
+    def poll(self) -> None:
+        """Between compiled calls, on every worker: saves and raises ``Preempted`` once the
+        workers agreed on this step."""
+        self._handler.save_checkpoint_if_preempted()
+
+    def __enter__(self) -> ClusterStopSignal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+        shutil.rmtree(self._folder, ignore_errors=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from retina.checkpoint import TrainingState
+from retina.training.distribute import Placement, split_for_replicas
 from retina.training.ema import WeightAverage
 from retina.training.losses import training_targets
 
@@ -26,6 +27,7 @@ class StepParts:
     head: str = "grades"
     ema: WeightAverage | None = None
     jit_compile: bool = False
+    placement: Placement = field(default_factory=lambda: Placement(tf.distribute.get_strategy()))
 
 
 def batchnorm_statistics(model: keras.Model) -> list:
@@ -36,15 +38,31 @@ def all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
+def agree_on_finite(gradients: list, locally_finite: tf.Tensor) -> list:
+    """Makes every replica's gradients non-finite when any replica's are.
+
+    Each replica's loss-scale optimizer decides to skip from its own, not yet all-reduced,
+    gradients; if only one replica overflowed, the others would apply a step (and wait in
+    its all-reduce) that this one skips. Adding NaN everywhere makes them all skip.
+    """
+    context = tf.distribute.get_replica_context()
+    anywhere = context.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(locally_finite, tf.int32))
+    poison = tf.where(anywhere > 0, 0.0, float("nan"))
+    return [g + tf.cast(poison, g.dtype) for g in gradients]
+
+
 def make_single_step(parts: StepParts):
-    """One GradientTape step on a batch; returns (loss, accuracy, applied).
+    """One GradientTape step on a replica's batch; returns (loss, accuracy, applied).
 
     Each optimizer updates its own variable group. ``scale_loss`` multiplies by that
     optimizer's loss scale under a LossScaleOptimizer (identity otherwise), and ``apply``
     unscales, skips non-finite steps and updates the scale; with two optimizers each keeps
     its own scale, so the tape is persistent and asked once per optimizer. Groups whose
-    variables are all frozen are left out.
+    variables are all frozen are left out. Under a strategy the replica's mean loss is
+    divided by the replica count (the global-batch mean once the optimizer sums gradients
+    across replicas).
     """
+    replicas = parts.placement.num_replicas
     trainable = {id(v) for v in parts.model.trainable_variables}
     groups = {
         name: [v for v in variables if id(v) in trainable]
@@ -60,17 +78,19 @@ def make_single_step(parts: StepParts):
         with tf.GradientTape(persistent=len(names) > 1) as tape:
             logits = parts.model(images, training=True)
             loss = parts.loss(grades, logits)
-            scaled = [parts.optimizers[name].scale_loss(loss) for name in names]
+            scaled = [parts.optimizers[name].scale_loss(loss / replicas) for name in names]
         applied = tf.constant(True)
         for name, scaled_loss in zip(names, scaled, strict=True):
             gradients = tape.gradient(scaled_loss, groups[name])
             if parts.loss_scaling:  # otherwise nothing skips: a non-finite loss stops the run
-                applied = tf.logical_and(applied, all_finite(gradients))
+                finite = all_finite(gradients)
+                if replicas > 1:
+                    gradients = agree_on_finite(gradients, finite)
+                    finite = all_finite(gradients)
+                applied = tf.logical_and(applied, finite)
             parts.optimizers[name].apply(gradients, groups[name])
         for variable, value in zip(guarded, before, strict=True):
             variable.assign(tf.where(applied, variable, value))
-        if parts.ema is not None:
-            parts.ema.update(parts.state.step)
         predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
         hits = tf.equal(predicted, training_targets(grades, parts.head))
         return loss, tf.reduce_mean(tf.cast(hits, tf.float32)), applied
@@ -82,11 +102,13 @@ def make_train_function(parts: StepParts):
     """``run(iterator, count)``: ``count`` steps in one call, batches drawn inside the graph
     (as ``model.fit`` does), the step counter and epoch sums updated there too.
 
-    Returns per-step (losses, accuracies, applied) tensors of length ``count``.
+    Returns per-step (losses, accuracies, applied) tensors of length ``count``: global-batch
+    means, the same on every worker.
     """
     single_step = make_single_step(parts)
-    state = parts.state
-    totals = state.epoch_totals
+    state, placement = parts.state, parts.placement
+    strategy, totals = placement.strategy, state.epoch_totals
+    mean = tf.distribute.ReduceOp.MEAN
 
     @tf.function
     def run(iterator, count: int):
@@ -94,8 +116,15 @@ def make_train_function(parts: StepParts):
         accuracies = tf.TensorArray(tf.float32, size=count)
         applied = tf.TensorArray(tf.bool, size=count)
         for index in tf.range(count):
-            images, grades = next(iterator)
-            loss, accuracy, ok = single_step(images, grades)
+            batch = split_for_replicas(placement, *next(iterator))
+            loss, accuracy, ok = strategy.run(single_step, args=batch)
+            loss, accuracy = (
+                strategy.reduce(mean, loss, None),
+                strategy.reduce(mean, accuracy, None),
+            )
+            ok = strategy.experimental_local_results(ok)[0]  # agreed on by every replica
+            if parts.ema is not None:
+                parts.ema.update(state.step)
             state.step.assign_add(1)
             state.skipped_steps.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
             finite_loss = tf.where(tf.math.is_finite(loss), loss, 0.0)
