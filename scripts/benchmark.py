@@ -3,6 +3,7 @@
     python scripts/benchmark.py checkpoint [--widths 64 128 256 512] [--repeats 15]
     python scripts/benchmark.py data [--patients 40] [--source-height 768]
     python scripts/benchmark.py train [--train-patients 300] [--repeats 5]
+    python scripts/benchmark.py distributed [--train-patients 300] [--repeats 3]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -382,7 +383,75 @@ def _stream(cfg, session):
     )
 
 
-BENCHMARKS = {"checkpoint": bench_checkpoint, "data": bench_data, "train": bench_train}
+def _train_processes(work: Path, tag: str, overrides: list[str], workers: int) -> dict:
+    """``python -m retina.train`` as ``workers`` processes (multi-worker over 127.0.0.1 when
+    more than one); returns the chief's per-epoch img/s and the wall time of the slowest."""
+    import subprocess
+
+    import pandas as pd
+
+    from retina.training.distribute import loopback_tf_configs
+
+    run_dir = work / tag
+    configs = loopback_tf_configs(workers) if workers > 1 else [None]
+    strategy = "multi_worker" if workers > 1 else "default"
+    started, processes = time.perf_counter(), []
+    for tf_config in configs:
+        env = {**os.environ, **({"TF_CONFIG": tf_config} if tf_config else {})}
+        command = [sys.executable, "-m", "retina.train", *overrides]
+        command += [f"hydra.run.dir={run_dir}", f"trainer.strategy={strategy}"]
+        processes.append(
+            subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        )
+    for process in processes:
+        _, errors = process.communicate()
+        if process.returncode:
+            raise RuntimeError(f"{tag}: exit {process.returncode}: {errors.decode()[-2000:]}")
+    history = pd.read_csv(run_dir / "history.csv")
+    return {
+        "images_per_s": history["images_per_s"].tolist(),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def bench_distributed(args) -> dict:
+    """Training throughput of 2 workers (MultiWorkerMirroredStrategy over loopback, BatchNorm
+    synchronized) against 1 process: same data, model and global batch, epochs after the
+    first (tracing) only, the two interleaved ``--repeats`` times."""
+    work = Path(tempfile.mkdtemp(prefix="retina-bench-distributed-"))
+    overrides = [
+        f"data.root={work / 'scans'}",
+        f"data.cache_dir={work / 'cache'}",
+        f"data.synthetic.n_patients={args.train_patients}",
+        "data.synthetic.image_height=192",
+        f"preprocess.image_size={args.image_size}",
+        "train.epochs=4",
+        "train.precision=float32",
+        "train.evaluate_test=false",
+        "train.tensorboard=false",
+    ]
+    runs = {1: [], 2: []}
+    for repeat in range(args.repeats):
+        for workers in (1, 2):
+            runs[workers].append(_train_processes(work, f"w{workers}-{repeat}", overrides, workers))
+    rate = {n: statistics.median(x for r in runs[n] for x in r["images_per_s"][1:]) for n in runs}
+    wall = {n: statistics.median(r["wall_s"] for r in runs[n]) for n in runs}
+    return {
+        "img_s": {"1 process": rate[1], "2 workers": rate[2]},
+        "wall_s": {"1 process (start-up included)": wall[1], "2 workers": wall[2]},
+        "ratio": {"2 workers / 1 process, img/s": rate[2] / rate[1]},
+        "runs_samples": runs,
+    }
+
+
+BENCHMARKS = {
+    "checkpoint": bench_checkpoint,
+    "data": bench_data,
+    "train": bench_train,
+    "distributed": bench_distributed,
+}
 
 
 def _print_table(name: str, result: dict) -> None:

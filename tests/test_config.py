@@ -63,7 +63,14 @@ def test_hydra_presets_compose():
         slurm = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
         optuna = compose("train", ["hydra/sweeper=optuna"], return_hydra_config=True)
         joblib = compose("train", ["hydra/launcher=joblib"], return_hydra_config=True)
+        nodes = compose(
+            "train",
+            ["hydra/launcher=slurm_multi_worker", "trainer.strategy=multi_worker"],
+            return_hydra_config=True,
+        )
     assert "submitit" in slurm.hydra.launcher._target_ and slurm.hydra.launcher.tasks_per_node == 1
+    assert "submitit" in nodes.hydra.launcher._target_ and nodes.trainer.strategy == "multi_worker"
+    assert (nodes.hydra.launcher.nodes, nodes.hydra.launcher.tasks_per_node) == (2, 1)
     assert "optuna" in optuna.hydra.sweeper._target_
     assert "joblib" in joblib.hydra.launcher._target_
 

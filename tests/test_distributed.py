@@ -168,6 +168,19 @@ def test_a_single_process_run_resumes_a_two_worker_checkpoint(two_workers, share
     assert losses(run_dir)["step"].tolist() == list(range(1, 16))
 
 
+def test_two_workers_resume_a_single_process_checkpoint(two_workers, shared_data, tmp_path):
+    """The other direction: a one-process run continued by two workers."""
+    run_dir = tmp_path / "grown"
+    train(smoke_config(shared_data, COMPARABLE), run_dir)
+    results = finish(start_workers(shared_data, run_dir, ["train.epochs=3"]))
+    for code, output in results:
+        assert code == 0, output[-3000:]
+        assert f"Restored from {run_dir / 'latest' / 'ckpt-10'}" in output
+    found = fingerprints(run_dir)
+    assert found[0] == found[1]
+    assert losses(run_dir)["step"].tolist() == list(range(1, 16))
+
+
 def test_killed_worker_restart_resumes_from_last_checkpoint(shared_data, tmp_path, two_workers):
     """Worker 1 is SIGKILLed after step 7; the chief fails on the lost peer. Restarting both
     resumes from ckpt-6 and the steps run 1..10 once each, as in the uninterrupted run."""
