@@ -242,6 +242,31 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(two_workers, shared_
     )
 
 
+def test_one_overflowing_replica_makes_every_replica_skip():
+    """Each replica's loss-scale optimizer judges its own gradients before they are summed;
+    ``agree_on_finite`` makes a local overflow everyone's, so all replicas skip together."""
+    script = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from retina.training.steps import agree_on_finite, all_finite
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def step():
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    gradient = tf.where(replica == 1, float("inf"), 1.0) * tf.ones([3])
+    return all_finite([gradient]), all_finite(agree_on_finite([gradient], all_finite([gradient])))
+own, agreed = strategy.run(tf.function(step))
+print("own", [bool(v) for v in strategy.experimental_local_results(own)])
+print("agreed", [bool(v) for v in strategy.experimental_local_results(agreed)])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "own [True, False]" in result.stdout
+    assert "agreed [False, False]" in result.stdout
+
+
 # ------------------------------------------------------------------ pieces, in-process
 
 

@@ -358,6 +358,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
 def _log_to_worker_file(run_dir: Path, index: int) -> None:
     """A non-chief worker logs to ``<run_dir>/worker<index>.log``, not into the chief's log."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
         root.removeHandler(handler)

@@ -46,8 +46,9 @@ def agree_on_finite(gradients: list, locally_finite: tf.Tensor) -> list:
     its all-reduce) that this one skips. Adding NaN everywhere makes them all skip.
     """
     context = tf.distribute.get_replica_context()
-    anywhere = context.all_reduce(tf.distribute.ReduceOp.MIN, tf.cast(locally_finite, tf.int32))
-    poison = tf.where(anywhere > 0, 0.0, float("nan"))
+    overflowed = tf.cast(tf.logical_not(locally_finite), tf.float32)
+    overflowed_anywhere = context.all_reduce(tf.distribute.ReduceOp.SUM, overflowed) > 0
+    poison = tf.where(overflowed_anywhere, float("nan"), 0.0)
     return [g + tf.cast(poison, g.dtype) for g in gradients]
 
 
