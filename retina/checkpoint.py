@@ -23,6 +23,11 @@ With ``checkpoint.background`` on, step 1 and a snapshot of every value (see
 ``retina.checkpoint_snapshot``) run on the training thread and steps 2-4 on a writer
 thread, one write in flight at a time.
 
+Multi-worker training (``trainer.strategy=multi_worker``): only the chief (worker 0)
+writes the run directory. Every other worker writes the same state into a temporary
+folder and deletes it (a save may need all workers), and restores read-only from the
+chief's checkpoints: the newest intact one, without quarantining or rewriting anything.
+
 Restore order (each step needs the one before it):
   1. Set the dtype policy, then build the model from the run's config.
   2. Build every optimizer on its variables. Keras 3 creates moment variables lazily;
@@ -85,10 +90,11 @@ def seed_generator_states(model: keras.Model) -> list[tf.Variable]:
 
 
 def weights_fingerprint(model: keras.Model) -> str:
-    """SHA-256 over every model variable (BatchNorm statistics included): equal on two
-    workers, or after a restore, exactly when every weight is bit-identical."""
+    """SHA-256 over every model weight (BatchNorm statistics included; the dropout seed
+    states, which are not weights, left out): equal on two workers, or after a restore,
+    exactly when every weight is bit-identical."""
     digest = hashlib.sha256()
-    for variable in model.variables:
+    for variable in model.weights:
         digest.update(variable.path.encode())
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
     return digest.hexdigest()

@@ -34,9 +34,8 @@ from retina.training.distribute import (
 from retina.training.loop import train
 from retina.training.preemption import EXIT_PREEMPTED
 
-# No dropout: with it, every replica draws the same masks (see the README), so only a
-# dropout-free run can be compared with a single process step by step.
-COMPARABLE = ["model.dropout=0", "train.deterministic=true", "train.evaluate_test=false"]
+# The smoke model keeps its dropout (0.2): the masks, too, must match a single process.
+COMPARABLE = ["train.deterministic=true", "train.evaluate_test=false"]
 FINGERPRINT = re.compile(r"Model weights sha256 ([0-9a-f]{64}) \(worker (\d)\)")
 WORKER_TIMEOUT = 240
 
@@ -265,6 +264,39 @@ print("agreed", [bool(v) for v in strategy.experimental_local_results(agreed)])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "own [True, False]" in result.stdout
     assert "agreed [False, False]" in result.stdout
+
+
+def test_dropout_masks_on_two_replicas_are_the_single_process_masks():
+    """Plain and per-example (stochastic-depth style) dropout, adapted to replicas: the two
+    replicas' outputs, put together, equal one process's output on the whole batch."""
+    script = """
+import numpy as np, tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from retina.training.distribute import adapt_to_replicas
+batch = np.random.RandomState(0).rand(8, 3, 3, 4).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def build(noise_shape):
+    inputs = keras.Input((3, 3, 4))
+    return keras.Model(inputs, keras.layers.Dropout(0.5, noise_shape, seed=7)(inputs))
+for noise_shape in (None, (None, 1, 1, 1)):
+    alone = build(noise_shape)(batch, training=True).numpy()
+    with strategy.scope():
+        model = build(noise_shape)
+    adapt_to_replicas(model, sync_batchnorm=True)
+    halves = strategy.experimental_distribute_values_from_function(
+        lambda c: batch[c.replica_id_in_sync_group * 4 : c.replica_id_in_sync_group * 4 + 4])
+    out = strategy.run(tf.function(lambda x: model(x, training=True)), args=(halves,))
+    joined = np.concatenate([o.numpy() for o in strategy.experimental_local_results(out)])
+    print(float((alone == 0).mean()), np.array_equal(alone, joined))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line.split() for line in result.stdout.strip().splitlines()]
+    assert [equal for _, equal in lines] == ["True", "True"], lines
+    assert all(0 < float(dropped) < 1 for dropped, _ in lines), lines  # dropout did act
 
 
 # ------------------------------------------------------------------ pieces, in-process

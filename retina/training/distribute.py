@@ -170,17 +170,49 @@ def check_batch_size(batch_size: int, placement: Placement) -> None:
         )
 
 
-def synchronize_batchnorm(model: keras.Model) -> int:
-    """Makes every BatchNormalization average its batch statistics across replicas, so the
-    moving statistics stay identical on every worker; returns how many layers changed."""
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    for layer in layers:
-        layer.synchronized = True  # read at call time, so it holds for the traced step
-    return len(layers)
+class GlobalBatchDropout(keras.layers.Dropout):
+    """Keras Dropout whose mask is drawn for the whole global batch, each replica keeping
+    its own rows.
+
+    Keras keeps a Dropout's seed in a variable the strategy mirrors, so a plain Dropout
+    draws the same mask on every replica. Drawn this way, row ``i`` of the global batch
+    gets exactly the mask it gets in one process.
+    """
+
+    def call(self, inputs, training=False):
+        context = tf.distribute.get_replica_context()
+        if not training or self.rate == 0 or context is None:
+            return super().call(inputs, training=training)
+        replicas = context.num_replicas_in_sync
+        rows = tf.shape(inputs)[0]
+        shape = [
+            tf.shape(inputs)[axis] if size is None else size
+            for axis, size in enumerate(self.noise_shape or [None] * len(inputs.shape))
+        ]
+        shape[0] = rows * replicas
+        mask = keras.random.dropout(
+            tf.ones(tf.stack(shape), inputs.dtype), self.rate, seed=self.seed_generator
+        )
+        start = context.replica_id_in_sync_group * rows
+        return inputs * mask[start : start + rows]
+
+
+def adapt_to_replicas(model: keras.Model, sync_batchnorm: bool) -> None:
+    """Makes the model train on several replicas as it would in one process:
+
+    - BatchNormalization averages its batch statistics across replicas (with
+      ``sync_batchnorm``), so the moving statistics stay identical on every worker;
+    - Dropout draws its masks for the global batch (``GlobalBatchDropout``).
+
+    Both are read at call time, so they hold for the step traced afterwards; the saved
+    model and its checkpoints are unchanged.
+    """
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization) and sync_batchnorm:
+            layer.synchronized = True
+        if type(layer) is keras.layers.Dropout and (layer.noise_shape or [None])[0] is None:
+            # Same state as Keras's Dropout (its seed generator): only the call differs.
+            layer.__class__ = GlobalBatchDropout
 
 
 def wait_for_all_workers(placement: Placement) -> None:

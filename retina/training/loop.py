@@ -49,9 +49,9 @@ from retina.models import build_model, num_outputs, without_pretrained
 from retina.sweep import write_status
 from retina.training.distribute import (
     Placement,
+    adapt_to_replicas,
     build_placement,
     check_batch_size,
-    synchronize_batchnorm,
     wait_for_all_workers,
 )
 from retina.training.ema import WeightAverage
@@ -263,8 +263,8 @@ def build_training_state(
     model = build_model(
         without_pretrained(cfg.model) if resuming else cfg.model, cfg.preprocess.image_size
     )
-    if placement.num_replicas > 1 and cfg.trainer.sync_batchnorm:
-        synchronize_batchnorm(model)
+    if placement.num_replicas > 1:
+        adapt_to_replicas(model, cfg.trainer.sync_batchnorm)
     rates = RateSetup(
         cfg.schedule, steps_per_epoch, cfg.train.epochs * steps_per_epoch, tf.Variable(1.0)
     )
