@@ -333,11 +333,12 @@ def test_multi_worker_without_a_cluster_says_how_to_describe_one(monkeypatch):
 
 
 def test_batch_size_must_split_evenly_over_replicas():
-    placement = Placement(tf.distribute.get_strategy())
-    check_batch_size(5, placement)  # one replica: anything goes
-    mirrored = Placement(tf.distribute.MirroredStrategy(["/cpu:0"]), name="mirrored")
-    check_batch_size(6, mirrored)
-    assert mirrored.describe() == "one device"
+    check_batch_size(5, 1)
+    check_batch_size(8, 4)
+    with pytest.raises(ConfigError, match="train.batch_size=6 cannot be split evenly over 4"):
+        check_batch_size(6, 4)
+    one = Placement(tf.distribute.MirroredStrategy(["/cpu:0"]), name="mirrored")
+    assert (one.num_replicas, one.describe()) == (1, "one device")
 
 
 @pytest.mark.parametrize("sampler", ["shuffle", "balanced"])

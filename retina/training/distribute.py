@@ -161,12 +161,11 @@ def _mirrored_devices(cfg: TrainerConfig) -> list[str] | None:
     return [f"/cpu:{i}" for i in range(cfg.cpu_devices)]
 
 
-def check_batch_size(batch_size: int, placement: Placement) -> None:
-    if batch_size % placement.num_replicas:
+def check_batch_size(batch_size: int, replicas: int) -> None:
+    if batch_size % replicas:
         raise ConfigError(
-            f"train.batch_size={batch_size} cannot be split evenly over "
-            f"{placement.num_replicas} replicas ({placement.describe()}); use a multiple of "
-            f"{placement.num_replicas}."
+            f"train.batch_size={batch_size} cannot be split evenly over {replicas} replicas "
+            f"(trainer.strategy); use a multiple of {replicas}."
         )
 
 

@@ -178,7 +178,7 @@ def open_session(cfg: RunConfig, run_dir: Path, placement: Placement | None = No
             f"train.batch_size={cfg.train.batch_size} exceeds the "
             f"{len(train_rows)} training scans; lower it."
         )
-    check_batch_size(cfg.train.batch_size, placement)
+    check_batch_size(cfg.train.batch_size, placement.num_replicas)
     resuming = any((Path(run_dir) / LATEST_DIR).glob(f"*{SIDECAR_SUFFIX}"))
     with placement.strategy.scope():
         state, parts = build_training_state(
