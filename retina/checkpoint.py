@@ -567,12 +567,7 @@ class CheckpointStore:
                 problems.append(f"{prefix.name}: {why}")
                 self.latest.quarantine(prefix, self.run_dir)
                 continue
-            _verified_read(
-                lambda p=prefix: self.state.checkpoint.read(str(p)),
-                prefix,
-                complete=True,
-                describe=self.latest.describe,
-            )
+            self._read_whole_state(prefix)
             self.latest.update_state_file()
             self._sync_best()
             return prefix
@@ -590,14 +585,18 @@ class CheckpointStore:
         (the chief quarantines and tidies)."""
         for prefix in self.latest.prefixes():
             if damage(prefix) is None:
-                _verified_read(
-                    lambda p=prefix: self.state.checkpoint.read(str(p)),
-                    prefix,
-                    complete=True,
-                    describe=self.latest.describe,
-                )
+                self._read_whole_state(prefix)
                 return prefix
         return None
+
+    def _read_whole_state(self, prefix: Path) -> None:
+        """Restore order step 5: read every value, then verify it all matched."""
+        _verified_read(
+            lambda: self.state.checkpoint.read(str(prefix)),
+            prefix,
+            complete=True,
+            describe=self.latest.describe,
+        )
 
 
 def _verified_read(read, path, complete: bool, describe: dict | None = None) -> None:

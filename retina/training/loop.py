@@ -65,7 +65,6 @@ from retina.training.optimizers import (
 )
 from retina.training.precision import apply_precision, uses_loss_scaling
 from retina.training.preemption import (
-    PEER_ERRORS,
     ClusterStopSignal,
     Preempted,
     StopSignal,
@@ -84,6 +83,13 @@ CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.csv"
 STEPS_FILE = "steps.csv"
 MAX_ROLLBACKS = 3
+# What a collective op raises when a peer of a multi-worker run is gone.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+    tf.errors.DeadlineExceededError,
+)
 
 
 @dataclass
@@ -528,8 +534,8 @@ def _run_chunk(session: Session, run, count: int) -> tuple:
     """One compiled call; under multi-worker, a lost peer becomes ``WorkerLost``."""
     try:
         return tuple(t.numpy() for t in run(session.iterator, count))
-    except tf.errors.OpError as error:
-        if not session.parts.placement.multi_worker or type(error).__name__ not in PEER_ERRORS:
+    except PEER_ERRORS as error:
+        if not session.parts.placement.multi_worker:
             raise
         latest = session.store.latest.prefixes()
         where = str(latest[0]) if latest else "the start"

@@ -40,15 +40,6 @@ class WorkerLost(Exception):
         )
 
 
-# What a collective op raises when a peer is gone.
-PEER_ERRORS = (
-    "UnavailableError",
-    "AbortedError",
-    "CancelledError",
-    "DeadlineExceededError",
-)
-
-
 class StopSignal:
     """Context manager that turns SIGTERM/SIGINT into a flag the loop polls between steps."""
 
