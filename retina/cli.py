@@ -7,19 +7,15 @@ import functools
 import logging
 import sys
 
-from retina.errors import RetinaError
-
-EXIT_USER_ERROR = 2
+from retina.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, RetinaError, WorkerLost
+from retina.logs import quiet_library_loggers, route_warnings_to_log
 
 
 def exit_on_user_error(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from retina.training.preemption import EXIT_PREEMPTED, Preempted, WorkerLost
-
-        # absl and TensorFlow's own logger (collectives, preemption handler) log internals at INFO.
-        for name in ("absl", "tensorflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_library_loggers()
+        route_warnings_to_log()
         log = logging.getLogger("retina")
         try:
             return function(*args, **kwargs)

@@ -1,12 +1,17 @@
 """Typed schemas for every config group, registered with Hydra's ConfigStore.
 
-``conf/train.yaml`` and ``conf/evaluate.yaml`` start from these schemas, so a misspelt key
-or a value of the wrong type fails at start-up with the key named.
+``conf/train.yaml`` and ``conf/evaluate.yaml`` start from these schemas, so a misspelt key,
+a value of the wrong type or an unknown choice fails at start-up with the key named. Fixed
+choices are ``StrEnum`` fields: Hydra refuses any other value while composing, and
+``check_choices`` refuses it in a config built in Python.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -14,13 +19,102 @@ from omegaconf import MISSING, OmegaConf
 from retina.errors import ConfigError
 
 
+class OnError(StrEnum):
+    skip = "skip"
+    fail = "fail"
+
+
+class Head(StrEnum):
+    grades = "grades"
+    referable = "referable"
+
+
+class OptimizerName(StrEnum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class ScheduleName(StrEnum):
+    constant = "constant"
+    warmup_cosine = "warmup_cosine"
+    step = "step"
+
+
+class Strategy(StrEnum):
+    auto = "auto"
+    default = "default"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+class Cluster(StrEnum):
+    auto = "auto"
+    tf_config = "tf_config"
+    slurm = "slurm"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+class Sampler(StrEnum):
+    shuffle = "shuffle"
+    balanced = "balanced"
+
+
+class OnNonfinite(StrEnum):
+    stop = "stop"
+    rollback = "rollback"
+
+
+class ValidationMetric(StrEnum):
+    """The validation metrics every checkpoint records, and ``best/`` can be ranked by."""
+
+    referable_auc = "referable_auc"
+    sensitivity = "sensitivity"
+    specificity = "specificity"
+    quadratic_weighted_kappa = "quadratic_weighted_kappa"
+
+
+class BestMode(StrEnum):
+    max = "max"
+    min = "min"
+
+
+class Split(StrEnum):
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
+
+
+class OperatingPoint(StrEnum):
+    """The referral thresholds chosen on validation and stored in every checkpoint."""
+
+    default = "default"
+    high_sensitivity = "high_sensitivity"
+    high_specificity = "high_specificity"
+
+
+class ExportFormat(StrEnum):
+    saved_model = "saved_model"
+    keras = "keras"
+
+
 @dataclass
 class SyntheticConfig:
+    """Everything that determines the built-in synthetic set; equal configs, equal files."""
+
     n_patients: int = 400
     image_height: int = 256
     seed: int = 0
     jpeg_fraction: float = 0.25
     dicom_fraction: float = 0.15
+    grade_probs: list[float] = field(default_factory=lambda: [0.38, 0.14, 0.24, 0.12, 0.12])
 
 
 @dataclass
@@ -41,7 +135,7 @@ class DataConfig:
     patient_column: str = ""
     eye_column: str = ""
     split_column: str = ""
-    on_error: str = "skip"
+    on_error: OnError = OnError.skip
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -62,7 +156,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
     dropout: float = 0.2
     num_classes: int = 5
-    head: str = "grades"
+    head: Head = Head.grades
     weights: str = "none"
 
 
@@ -79,7 +173,7 @@ class AugmentConfig:
 
 @dataclass
 class OptimizerSpec:
-    name: str = "adam"
+    name: OptimizerName = OptimizerName.adam
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -95,7 +189,7 @@ class OptimizerConfig(OptimizerSpec):
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"
+    name: ScheduleName = ScheduleName.constant
     warmup_epochs: float = 0.0
     min_fraction: float = 0.0
     boundaries: list[float] = field(default_factory=list)
@@ -112,8 +206,8 @@ class LossConfig:
 class TrainerConfig:
     """Where training runs: ``trainer.strategy`` picks the tf.distribute strategy."""
 
-    strategy: str = "auto"
-    cluster: str = "auto"
+    strategy: Strategy = Strategy.auto
+    cluster: Cluster = Cluster.auto
     slurm_port: int = 8888
     sync_batchnorm: bool = True
     cpu_devices: int = 1
@@ -123,22 +217,28 @@ class TrainerConfig:
 class TrainLoopConfig:
     epochs: int = 14
     batch_size: int = 32
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     deterministic: bool = False
-    sampler: str = "shuffle"
+    sampler: Sampler = Sampler.shuffle
     memory_cache_mb: int = 1024
     steps_per_execution: int = 1
     jit_compile: bool = False
     ema_decay: float = 0.0
     freeze_backbone_epochs: int = 0
     limit_train_scans: int = 0
+    evaluate_test: bool = True
+    on_nonfinite: OnNonfinite = OnNonfinite.stop
+    tensorboard: bool = True
+    log_every_steps: int = 10
+
+
+@dataclass
+class OperatingPointsConfig:
+    """How the referral thresholds are chosen on the validation split after every epoch."""
+
     referable_threshold: float = 0.5
     target_sensitivity: float = 0.975
     target_specificity: float = 0.98
-    evaluate_test: bool = True
-    on_nonfinite: str = "stop"
-    tensorboard: bool = True
-    log_every_steps: int = 10
 
 
 @dataclass
@@ -146,8 +246,8 @@ class CheckpointConfig:
     max_to_keep: int = 3
     every_steps: int = 0
     keep_best: int = 3
-    best_metric: str = "referable_auc"
-    best_mode: str = "max"
+    best_metric: ValidationMetric = ValidationMetric.referable_auc
+    best_mode: BestMode = BestMode.max
     init_from: str = ""
     background: bool = True
 
@@ -163,6 +263,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    operating_points: OperatingPointsConfig = field(default_factory=OperatingPointsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -171,7 +272,7 @@ class RunConfig:
 class EvaluateConfig:
     run_dir: str = MISSING
     checkpoint: str = "latest"
-    split: str = "test"
+    split: Split = Split.test
     batch_size: int = 64
     tta: bool = False
     bootstrap_resamples: int = 2000
@@ -184,7 +285,7 @@ class PredictConfig:
     run_dir: str = MISSING
     input: str = MISSING
     checkpoint: str = "best"
-    operating_point: str = "default"
+    operating_point: OperatingPoint = OperatingPoint.default
     output_dir: str = ""
     batch_size: int = 64
     tta: bool = False
@@ -194,7 +295,7 @@ class PredictConfig:
 class ExportConfig:
     run_dir: str = MISSING
     checkpoint: str = "best"
-    format: str = "saved_model"
+    format: ExportFormat = ExportFormat.saved_model
     output_dir: str = ""
 
 
@@ -241,7 +342,23 @@ def register_configs() -> None:
     store.store(name="export_schema", node=ExportConfig)
 
 
-def load_run_config(path) -> RunConfig:
-    """Reads a run's saved ``config.yaml`` back into a validated ``RunConfig``."""
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
-    return to_typed(merged)
+def require_choice(key: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``; otherwise a ConfigError naming ``key`` and the
+    valid choices. The one look-up every fixed-choice key goes through."""
+    names = [str(choice) for choice in choices]
+    if str(value) not in names:
+        raise ConfigError(f"{key}={value!r} is not a valid choice; use one of {names}.")
+    return str(value)
+
+
+def check_choices(cfg, prefix: str = "") -> None:
+    """Checks every ``StrEnum`` field of a config dataclass, nested ones included (configs
+    composed by Hydra are checked already; this covers ones built in Python)."""
+    hints = typing.get_type_hints(type(cfg))
+    for item in dataclasses.fields(cfg):
+        key, value = f"{prefix}{item.name}", getattr(cfg, item.name)
+        kind = hints[item.name]
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            require_choice(key, value, kind)
+        elif dataclasses.is_dataclass(value):
+            check_choices(value, f"{key}.")

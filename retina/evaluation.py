@@ -7,85 +7,29 @@ bootstrap and Wilson 95% CIs, at the operating points the checkpoint was saved w
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
-from retina.checkpoint import find_checkpoint, read_operating_points, restore_weights
-from retina.config import DataConfig, RunConfig, load_run_config
+from retina.checkpoint.read import read_operating_points
+from retina.config import DataConfig, RunConfig
 from retina.data.cache import build_cache
-from retina.data.pipeline import make_eval_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import build_manifest
-from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
-from retina.metrics import (
-    NUM_GRADES,
-    calibration_curve_points,
-    evaluation_metrics,
-    is_referable,
-    patient_level,
-    referable_probability,
-)
-from retina.models import build_model, without_pretrained
+from retina.files import write_atomically, write_json
+from retina.icdr import REFERABLE_MIN_GRADE
+from retina.inference import load_run_model, predict_probabilities, probability_columns
+from retina.metrics.calibration import calibration_curve_points
+from retina.metrics.rates import is_referable
+from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.report import write_plots, write_report
-from retina.training.loop import CONFIG_FILE
-from retina.training.steps import make_predict_step, predict_dataset
+from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir
 
 log = logging.getLogger(__name__)
-EVAL_DIR = "eval"
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.csv"
-
-
-def load_evaluation_model(run_dir: Path, checkpoint: str) -> tuple[RunConfig, keras.Model, Path]:
-    """The run's config, its model rebuilt in float32 with the checkpoint's weights (verified:
-    a damaged or mismatching checkpoint is refused), and the checkpoint's path."""
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise DataError(f"{config_path} not found: run_dir must be a training run directory.")
-    cfg = load_run_config(config_path)
-    path = find_checkpoint(run_dir, checkpoint)
-    # Float32 whatever the training precision: variables are float32 either way, and
-    # full-precision logits make repeated evaluations identical.
-    previous_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        model = build_model(without_pretrained(cfg.model), cfg.preprocess.image_size)
-        restore_weights(model, path)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous_policy)
-    return cfg, model, path
-
-
-def predict_probabilities(
-    model: keras.Model, cache_paths: list[str], batch_size: int, tta: bool = False
-) -> np.ndarray:
-    """Softmax outputs per cached scan, in order; with ``tta``, averaged over the four flips."""
-    if not cache_paths:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    dataset = make_eval_dataset(list(cache_paths), [0] * len(cache_paths), batch_size)
-    return predict_dataset(make_predict_step(model, tta), dataset)[1]
-
-
-def probability_columns(probabilities: np.ndarray) -> pd.DataFrame:
-    """The model's probabilities, predicted grade (or class) and referable probability."""
-    table = pd.DataFrame(probabilities, columns=output_columns(probabilities.shape[1]))
-    table["predicted_grade"] = probabilities.argmax(axis=1)
-    table["referable_probability"] = referable_probability(probabilities)
-    return table
-
-
-def output_columns(num_outputs: int) -> list[str]:
-    """Names of the model's probability columns in prediction tables."""
-    if num_outputs == NUM_GRADES:
-        return [f"prob_grade_{g}" for g in range(NUM_GRADES)]
-    return ["prob_not_referable", "prob_referable"]
 
 
 def prediction_table(
@@ -137,7 +81,7 @@ def evaluate_run(
     ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
     """
     run_dir = Path(run_dir)
-    cfg, model, path = load_evaluation_model(run_dir, checkpoint)
+    cfg, model, path = load_run_model(run_dir, checkpoint)
     rows, dataset = scored_rows(cfg, run_dir, split, data)
     thresholds = read_operating_points(path)
     probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
@@ -148,12 +92,12 @@ def evaluate_run(
         "checkpoint": path.name,
         "dataset": dataset,
         "test_time_augmentation": tta,
-        "referable_min_grade": 2,
+        "referable_min_grade": REFERABLE_MIN_GRADE,
         "operating_points_source": _operating_points_source(path, cfg),
         "eye_level": level_metrics(predictions, thresholds, binary, seed, n_resamples),
         "patient_level": level_metrics(patients, thresholds, binary, seed, n_resamples),
     }
-    out_dir = run_dir / EVAL_DIR / f"{path.name}-{dataset}"
+    out_dir = evaluation_dir(run_dir, path.name, dataset)
     _write_outputs(out_dir, predictions, metrics)
     _log_summary(metrics, out_dir)
     return metrics
@@ -168,7 +112,7 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
             raise DataError(f"the run's manifest has no scans in split {split!r}.")
         return rows, split
     if data.layout == "synthetic":
-        ensure_synthetic_dataset(data.root, SyntheticSpec(**vars(data.synthetic)), data.workers)
+        ensure_synthetic_dataset(data.root, data.synthetic, data.workers)
     manifest, problems = build_manifest(data)
     if split != "all":
         manifest = manifest[manifest["split"] == split]
@@ -184,32 +128,21 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
 
 
 def _operating_points_source(path: Path, cfg: RunConfig) -> str:
-    step = path.name.split("-")[-1]
+    step, points = path.name.split("-")[-1], cfg.operating_points
     return (
         f"chosen on the validation split at step {step}: sensitivity >= "
-        f"{cfg.train.target_sensitivity}, specificity >= {cfg.train.target_specificity}; "
-        f"default threshold {cfg.train.referable_threshold}"
+        f"{points.target_sensitivity}, specificity >= {points.target_specificity}; "
+        f"default threshold {points.referable_threshold}"
     )
-
-
-def _json_ready(value):
-    """NaN becomes null (valid JSON); numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(out_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
-    text = json.dumps(_json_ready(metrics), indent=2, sort_keys=True)
-    (out_dir / METRICS_FILE).write_text(text + "\n")
+    write_atomically(
+        out_dir / PREDICTIONS_FILE,
+        lambda path: predictions.to_csv(path, index=False, float_format="%.6f"),
+    )
+    write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
     write_report(out_dir, metrics, write_plots(out_dir, predictions, metrics))
 
 

@@ -8,21 +8,20 @@ alone. Both come with ``serving.json``: the input contract and the operating poi
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
 
 import tensorflow as tf
 
-from retina.checkpoint import read_operating_points
-from retina.errors import ConfigError
-from retina.evaluation import load_evaluation_model, output_columns
-from retina.metrics import NUM_GRADES, REFERABLE_MIN_GRADE
+from retina.checkpoint.read import read_operating_points
+from retina.config import ExportFormat, require_choice
+from retina.files import write_json
+from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
+from retina.inference import load_run_model, output_columns
+from retina.run_dir import EXPORT_DIR, KERAS_MODEL_FILE, SAVED_MODEL_DIR, SERVING_FILE
 
 log = logging.getLogger(__name__)
-EXPORT_DIR = "export"
-FORMATS = ("saved_model", "keras")
 
 
 class ReferralModel(tf.Module):
@@ -80,19 +79,18 @@ def export_run(
 ) -> Path:
     """Writes the artifact and ``serving.json`` into ``output_dir`` (default
     ``<run_dir>/export/<checkpoint>-<format>``); returns that folder."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"format={fmt!r}; use one of {FORMATS}.")
+    fmt = require_choice("format", fmt, ExportFormat)
     run_dir = Path(run_dir)
-    cfg, model, path = load_evaluation_model(run_dir, checkpoint)
+    cfg, model, path = load_run_model(run_dir, checkpoint)
     thresholds = read_operating_points(path)
     out_dir = Path(output_dir) if output_dir else run_dir / EXPORT_DIR / f"{path.name}-{fmt}"
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
-        model.save(out_dir / "model.keras")
+        model.save(out_dir / KERAS_MODEL_FILE)
     else:
         module = ReferralModel(model, thresholds, cfg.preprocess.image_size)
-        tf.saved_model.save(module, str(out_dir / "saved_model"), signatures=module.serve)
+        tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures=module.serve)
     description = serving_description(cfg, path, thresholds, model.output_shape[-1])
-    (out_dir / "serving.json").write_text(json.dumps(description, indent=2) + "\n")
+    write_json(out_dir / SERVING_FILE, description)
     log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)
     return out_dir

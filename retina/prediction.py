@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from retina.checkpoint import read_operating_points
+from retina.checkpoint.read import read_operating_points
+from retina.config import OperatingPoint, require_choice
 from retina.data.cache import build_cache
 from retina.data.sources import IMAGE_SUFFIXES
-from retina.errors import ConfigError, DataError
-from retina.evaluation import load_evaluation_model, predict_probabilities, probability_columns
+from retina.errors import DataError
+from retina.files import write_atomically
+from retina.inference import load_run_model, predict_probabilities, probability_columns
+from retina.run_dir import PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
 
 log = logging.getLogger(__name__)
-PREDICT_DIR = "predict"
-PREDICTIONS_FILE = "predictions.csv"
-UNREADABLE_FILE = "unreadable.csv"
 
 
 def list_inputs(reference: Path) -> tuple[Path, list[str]]:
@@ -69,11 +69,10 @@ def predict_scans(
 ) -> Path:
     """Writes ``predictions.csv`` (one row per readable scan) and ``unreadable.csv`` into
     ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path."""
+    operating_point = require_choice("operating_point", operating_point, OperatingPoint)
     run_dir = Path(run_dir)
-    cfg, model, path = load_evaluation_model(run_dir, checkpoint)
+    cfg, model, path = load_run_model(run_dir, checkpoint)
     thresholds = read_operating_points(path)
-    if operating_point not in thresholds:
-        raise ConfigError(f"operating_point={operating_point!r}; use one of {list(thresholds)}.")
     root, files = list_inputs(Path(input_path))
     rows, problems = _readable(root, files)
     cached, unreadable = build_cache(rows, root, cfg.preprocess, cfg.data.cache_dir)
@@ -82,10 +81,12 @@ def predict_scans(
     table = _prediction_rows(rows, probabilities, thresholds[operating_point], operating_point)
     out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / PREDICTIONS_FILE, index=False, float_format="%.6f")
-    pd.DataFrame(problems + unreadable, columns=["path", "reason"]).to_csv(
-        out_dir / UNREADABLE_FILE, index=False
+    write_atomically(
+        out_dir / PREDICTIONS_FILE,
+        lambda file: table.to_csv(file, index=False, float_format="%.6f"),
     )
+    unusable = pd.DataFrame(problems + unreadable, columns=["path", "reason"])
+    write_atomically(out_dir / UNREADABLE_FILE, lambda file: unusable.to_csv(file, index=False))
     log.info(
         "%d scans predicted with %s (operating point %s, threshold %.4f), %d referred; %d "
         "unreadable -> %s",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import matplotlib.style
@@ -25,9 +26,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-REPORT_FILE = "report.md"
-GRADE_NAMES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative")
-BINARY_NAMES = ("Not referable", "Referable")
+from retina.files import write_atomically
+from retina.icdr import BINARY_NAMES, GRADE_NAMES
+from retina.markdown import as_float, format_count, format_interval, format_number, markdown_table
+from retina.run_dir import REPORT_FILE
+
+__all__ = ["format_interval", "format_number", "write_plots", "write_report"]
 LEVELS = {"eye_level": "Eye", "patient_level": "Patient"}
 POINT_ORDER = ("default", "high_sensitivity", "high_specificity")
 PLOT_TITLES = {
@@ -43,33 +47,6 @@ DPI = 100
 PNG_METADATA = {"Software": None}
 MARKERS = ("o", "s", "^", "D", "v")
 LINE_STYLES = ("-", "--", ":", "-.")
-
-
-def format_number(value: float | None, digits: int = 3) -> str:
-    """``0.953``, or ``n/a`` for an undefined value (nan, None, not a number)."""
-    number = _float(value)
-    return f"{number:.{digits}f}" if math.isfinite(number) else "n/a"
-
-
-def format_interval(estimate: Mapping | None) -> str:
-    """``0.953 [0.921, 0.978]`` from ``{"value", "low", "high"}``; ``n/a`` if the value is
-    undefined (an interval around nothing would only mislead)."""
-    if not estimate or not math.isfinite(_float(estimate.get("value"))):
-        return "n/a"
-    low, high = format_number(estimate.get("low")), format_number(estimate.get("high"))
-    return f"{format_number(estimate['value'])} [{low}, {high}]"
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-
-
-def _count(value) -> str:
-    number = _float(value)
-    return str(int(number)) if math.isfinite(number) else "n/a"
 
 
 def _ordered_points(points: Mapping) -> list[tuple[str, dict]]:
@@ -124,7 +101,8 @@ def _save_figure(path: Path, paint: Callable[[Axes], None]) -> Path:
         figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
         FigureCanvasAgg(figure)
         paint(figure.add_subplot())
-        figure.savefig(path, format="png", dpi=DPI, metadata=PNG_METADATA)
+        save = partial(figure.savefig, format="png", dpi=DPI, metadata=PNG_METADATA)
+        write_atomically(path, save)
     return path
 
 
@@ -156,8 +134,8 @@ def _draw_roc(ax: Axes, positive: np.ndarray, scores: np.ndarray, level: dict) -
 
 
 def _mark_operating_point(ax: Axes, index: int, name: str, point: dict) -> None:
-    x = 1 - _float(point["specificity"]["value"])
-    y = _float(point["sensitivity"]["value"])
+    x = 1 - as_float(point["specificity"]["value"])
+    y = as_float(point["sensitivity"]["value"])
     label = f"{name} (threshold {format_number(point['threshold'])})"
     style = {"marker": MARKERS[index % len(MARKERS)], "color": f"C{index + 1}", "linestyle": ""}
     if not (math.isfinite(x) and math.isfinite(y)):
@@ -179,7 +157,7 @@ def _draw_confusion_matrix(ax: Axes, matrix: list[list[int]]) -> None:
     ax.imshow(counts, cmap="Blues", vmin=0, vmax=top)
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if count > top / 2 else "black"
-        ax.text(column, row, _count(count), ha="center", va="center", color=colour)
+        ax.text(column, row, format_count(count), ha="center", va="center", color=colour)
     names, ticks = _class_names(len(counts)), range(len(counts))
     ax.set_xticks(ticks, names, rotation=30, ha="right")
     ax.set_yticks(ticks, names)
@@ -191,9 +169,9 @@ def _draw_calibration(ax: Axes, bins: list[dict], ece: float | None) -> None:
     filled = [
         b
         for b in bins
-        if _float(b["count"]) > 0
-        and math.isfinite(_float(b["mean_score"]))
-        and math.isfinite(_float(b["fraction_positive"]))
+        if as_float(b["count"]) > 0
+        and math.isfinite(as_float(b["mean_score"]))
+        and math.isfinite(as_float(b["fraction_positive"]))
     ]
     if filled:
         _draw_bins(ax, filled)
@@ -214,7 +192,7 @@ def _draw_bins(ax: Axes, bins: list[dict]) -> None:
     ax.plot(means, fractions, marker="o", color="C0", label="model", clip_on=False)
     # The scan count per bin says how much each point can be trusted.
     for mean, fraction, b in zip(means, fractions, bins, strict=True):
-        ax.text(mean, fraction + 0.02, _count(b["count"]), ha="center", fontsize="x-small")
+        ax.text(mean, fraction + 0.02, format_count(b["count"]), ha="center", fontsize="x-small")
 
 
 def _draw_scores(ax: Axes, grades: np.ndarray, scores: np.ndarray, points: dict) -> None:
@@ -226,7 +204,7 @@ def _draw_scores(ax: Axes, grades: np.ndarray, scores: np.ndarray, points: dict)
     else:
         _say_not_defined(ax, "no scored scans")
     for index, (name, point) in enumerate(_ordered_points(points)):
-        threshold = _float(point["threshold"])
+        threshold = as_float(point["threshold"])
         if math.isfinite(threshold):
             style = {"color": f"C{index + 1}", "linestyle": LINE_STYLES[index % len(LINE_STYLES)]}
             ax.axhline(threshold, label=f"{name} threshold {threshold:.3f}", **style)
@@ -268,14 +246,7 @@ def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path]) -> Path:
         *(_level_section(metrics[key], label) for key, label in LEVELS.items()),
         _plots_section(out_dir, plots),
     ]
-    path = out_dir / REPORT_FILE
-    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-    return path
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    return write_atomically(out_dir / REPORT_FILE, "\n\n".join(sections) + "\n")
 
 
 def _header(metrics: dict) -> str:
@@ -284,12 +255,17 @@ def _header(metrics: dict) -> str:
         [
             f"# Evaluation of {metrics['checkpoint']} on {metrics['dataset']}",
             "",
-            f"- Eyes: {_count(eye['n'])} ({_count(eye['n_referable'])} referable)",
-            f"- Patients: {_count(patient['n'])} ({_count(patient['n_referable'])} referable)",
+            f"- Eyes: {_counted(eye)}",
+            f"- Patients: {_counted(patient)}",
             f"- Referable DR: ICDR grade >= {metrics['referable_min_grade']}",
             f"- Operating points: {metrics['operating_points_source']}",
         ]
     )
+
+
+def _counted(level: dict) -> str:
+    """``120 (48 referable)``."""
+    return f"{format_count(level['n'])} ({format_count(level['n_referable'])} referable)"
 
 
 def _auc_table(metrics: dict) -> str:
@@ -297,9 +273,11 @@ def _auc_table(metrics: dict) -> str:
     for key, label in LEVELS.items():
         level = metrics[key]
         auc = format_interval(level["referable_auc"])
-        rows.append([label, _count(level["n"]), _count(level["n_referable"]), auc])
+        rows.append([label, format_count(level["n"]), format_count(level["n_referable"]), auc])
     header = ["Level", "n", "Referable", "AUC [95% CI]"]
-    return f"## Referable DR (grade >= {metrics['referable_min_grade']})\n\n" + _table(header, rows)
+    return f"## Referable DR (grade >= {metrics['referable_min_grade']})\n\n" + markdown_table(
+        header, rows
+    )
 
 
 def _level_section(level: dict, label: str) -> str:
@@ -323,10 +301,10 @@ def _operating_points_table(points: dict) -> str:
     rows = [
         [name, format_number(point["threshold"])]
         + [format_interval(point[rate]) for rate in rates]
-        + [_count(point[count]) for count in counts]
+        + [format_count(point[count]) for count in counts]
         for name, point in _ordered_points(points)
     ]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _grading_summary(level: dict) -> str:
@@ -342,11 +320,14 @@ def _grading_summary(level: dict) -> str:
 def _per_grade_table(per_grade: dict) -> str:
     names = _class_names(len(GRADE_NAMES))
     rows = [
-        [names[int(grade)] if int(grade) < len(names) else str(grade), _count(values["support"])]
+        [
+            names[int(grade)] if int(grade) < len(names) else str(grade),
+            format_count(values["support"]),
+        ]
         + [format_number(values["precision"]), format_number(values["recall"])]
         for grade, values in sorted(per_grade.items(), key=lambda item: int(item[0]))
     ]
-    return _table(["Grade", "n", "Precision", "Recall"], rows)
+    return markdown_table(["Grade", "n", "Precision", "Recall"], rows)
 
 
 def _confusion_table(level: dict) -> str:
@@ -354,8 +335,10 @@ def _confusion_table(level: dict) -> str:
     if not matrix:
         return "Not defined: no scans."
     names = _class_names(len(matrix))
-    rows = [[name, *map(_count, row)] for name, row in zip(names, matrix, strict=True)]
-    return "Rows: true; columns: predicted.\n\n" + _table(["True / Predicted", *names], rows)
+    rows = [[name, *map(format_count, row)] for name, row in zip(names, matrix, strict=True)]
+    return "Rows: true; columns: predicted.\n\n" + markdown_table(
+        ["True / Predicted", *names], rows
+    )
 
 
 def _plots_section(out_dir: Path, plots: dict[str, Path]) -> str:

@@ -8,49 +8,38 @@ callback) and on demand: ``python -m retina.sweep <multirun_dir>``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+from retina.files import read_json, write_atomically
+from retina.markdown import markdown_table
+from retina.run_dir import BEST_DIR, EVAL_DIR, METRICS_FILE, read_status, write_status
+
 log = logging.getLogger(__name__)
-STATUS_FILE = "status.json"
 SUMMARY_COLUMNS = ["job", "overrides", "status", "error", "best_checkpoint", "seconds"]
-
-
-def write_status(run_dir: Path, **fields) -> None:
-    """``<run_dir>/status.json``: how the latest launch of this run ended."""
-    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(fields, indent=2) + "\n")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
 
 def _best_validation(job: Path) -> tuple[dict, str]:
-    sidecars = sorted((job / "best").glob("ckpt-*.meta.json"))
-    if not sidecars:
-        return {}, ""
-    from retina.checkpoint import find_checkpoint, read_sidecar
+    from retina.checkpoint.files import complete_prefixes, read_sidecar
+    from retina.checkpoint.read import find_checkpoint
 
-    best = find_checkpoint(job, "best")
+    if not complete_prefixes(job / BEST_DIR):
+        return {}, ""
+    best = find_checkpoint(job, BEST_DIR)
     return read_sidecar(best)["metrics"], str(best)
 
 
 def _test_metrics(job: Path) -> dict:
     """Eye-level test metrics of the newest evaluation of the job's best or latest."""
-    found = sorted((job / "eval").glob("*-test/metrics.json"), key=lambda p: p.stat().st_mtime)
+    found = sorted((job / EVAL_DIR).glob(f"*-test/{METRICS_FILE}"), key=lambda p: p.stat().st_mtime)
     if not found:
         return {}
-    eye = _read_json(found[-1]).get("eye_level", {})
+    eye = read_json(found[-1]).get("eye_level", {})
     default = eye.get("operating_points", {}).get("default", {})
     return {
         "test_referable_auc": (eye.get("referable_auc") or {}).get("value"),
@@ -61,7 +50,7 @@ def _test_metrics(job: Path) -> dict:
 
 
 def job_row(job: Path, sweep_dir: Path) -> dict:
-    status = _read_json(job / STATUS_FILE)
+    status = read_status(job)
     state = status.get("status", "incomplete")
     if state == "finished" and status.get("resumed"):
         state = "resumed"
@@ -97,35 +86,18 @@ def write_summary(sweep_dir: str | Path, metric: str = "val_referable_auc", mode
     sweep_dir = Path(sweep_dir)
     table = summarize(sweep_dir, metric, mode)
     # Parallel jobs (joblib) may write at the same moment: each file appears whole.
-    _replace(sweep_dir / "summary.csv", lambda path: table.to_csv(path, index=False))
-    _replace(
-        sweep_dir / "summary.md", lambda path: path.write_text(_markdown(table, metric) + "\n")
-    )
-    _replace(sweep_dir / "summary.png", lambda path: _plot(table, metric, path))
-    log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, sweep_dir / "summary.md")
+    csv_file, markdown_file, plot_file = (sweep_dir / name for name in SUMMARY_FILES)
+    write_atomically(csv_file, lambda path: table.to_csv(path, index=False))
+    write_atomically(markdown_file, _markdown(table, metric) + "\n")
+    write_atomically(plot_file, lambda path: _plot(table, metric, path))
+    log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, markdown_file)
     return table
-
-
-def _replace(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}{path.suffix}")
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.3f}"
-    return "" if value is None else str(value).replace("|", "\\|")
 
 
 def _markdown(table: pd.DataFrame, metric: str) -> str:
     shown = [c for c in table.columns if c not in ("job", "best_checkpoint")]
-    lines = [f"# Sweep summary (sorted by {metric})", ""]
-    lines.append("| " + " | ".join(shown) + " |")
-    lines.append("|" + " --- |" * len(shown))
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c]) for c in shown) + " |")
-    return "\n".join(lines)
+    rows = [[row[c] for c in shown] for _, row in table.iterrows()]
+    return f"# Sweep summary (sorted by {metric})\n\n" + markdown_table(shown, rows)
 
 
 def _plot(table: pd.DataFrame, metric: str, path: Path) -> None:
@@ -144,7 +116,7 @@ def _plot(table: pd.DataFrame, metric: str, path: Path) -> None:
     axes.set_xlabel(metric)
     axes.set_title("Sweep jobs")
     figure.subplots_adjust(left=0.5, right=0.97)
-    figure.savefig(path, metadata={"Software": None})
+    figure.savefig(path, format="png", metadata={"Software": None})
 
 
 class SweepSummary(Callback):

@@ -52,7 +52,7 @@ def _checkpoint_state(widths: list[int], image_size: int):
     from retina.models import build_model
     from retina.training.losses import make_loss
     from retina.training.optimizers import RateSetup, build_all, build_optimizers, variable_groups
-    from retina.training.steps import StepParts, make_train_function
+    from retina.training.steps import make_train_function
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(widths=widths), image_size)
@@ -63,16 +63,18 @@ def _checkpoint_state(widths: list[int], image_size: int):
     images = tf.random.uniform((8, image_size, image_size, 3), maxval=255, dtype=tf.int32)
     dataset = tf.data.Dataset.from_tensors((tf.cast(images, tf.uint8), tf.range(8) % 5))
     iterator = iter(dataset.repeat())
-    state = TrainingState(model, optimizers, iterator)
+    state = TrainingState(model=model, optimizers=optimizers, iterator=iterator)
     loss = make_loss(LossConfig(), "grades", 5, np.arange(8) % 5)
-    make_train_function(StepParts(model, optimizers, groups, loss, state, False))(iterator, 1)
+    make_train_function(state, groups=groups, loss=loss)(iterator, 1)
     return state
 
 
 def bench_checkpoint(args) -> dict:
     """Save vs raw write+fsync of the same bytes; non-blocking vs synchronous save (time
     until ``save()`` returns); restore vs raw read of the same files."""
-    from retina.checkpoint import CheckpointStore, _files_of, _verified_read, damage
+    from retina.checkpoint.files import damage, data_files
+    from retina.checkpoint.read import verified_read
+    from retina.checkpoint.store import CheckpointStore
 
     state = _checkpoint_state(args.widths, args.image_size)
     work = Path(tempfile.mkdtemp(prefix="retina-bench-"))
@@ -81,7 +83,7 @@ def bench_checkpoint(args) -> dict:
     prefix = sync.save()
     background.save()
     background.wait()  # the first non-blocking save traces its snapshot function
-    payload = b"".join(p.read_bytes() for p in _files_of(prefix))
+    payload = b"".join(p.read_bytes() for p in data_files(prefix))
     raw = work / "raw.bin"
 
     def blocking_part_of_background_save():
@@ -93,7 +95,7 @@ def bench_checkpoint(args) -> dict:
 
     def restore():
         assert damage(prefix) is None
-        _verified_read(lambda: state.checkpoint.read(str(prefix)), prefix, complete=True)
+        verified_read(lambda: state.checkpoint.read(str(prefix)), prefix, complete=True)
 
     operations = {
         "save": lambda: _seconds(sync.save),
@@ -101,7 +103,7 @@ def bench_checkpoint(args) -> dict:
         "raw_write_fsync": lambda: _seconds(lambda: _raw_write_fsync(raw, payload)),
         "background_save_blocking": blocking_part_of_background_save,
         "restore": lambda: _seconds(restore),
-        "raw_read": lambda: _seconds(lambda: [p.read_bytes() for p in _files_of(prefix)]),
+        "raw_read": lambda: _seconds(lambda: [p.read_bytes() for p in data_files(prefix)]),
     }
     samples = {name: [] for name in operations}
     for _ in range(args.repeats):  # interleaved: drift on a shared machine hits all alike
@@ -136,15 +138,15 @@ def _decode_only(path) -> tuple:
 def bench_data(args) -> dict:
     """Cache build vs decode only, over the same files with the same worker processes;
     the training stream's second epoch vs its first (files from the cache)."""
-    from retina.config import DataConfig, PreprocessConfig
+    from retina.config import DataConfig, PreprocessConfig, SyntheticConfig
     from retina.data.cache import build_cache
     from retina.data.pipeline import make_train_dataset
     from retina.data.sources import build_manifest
-    from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+    from retina.data.synthetic import ensure_synthetic_dataset
     from retina.parallel import run_parallel
 
     work = Path(tempfile.mkdtemp(prefix="retina-bench-data-"))
-    spec = SyntheticSpec(n_patients=args.patients, image_height=args.source_height, seed=1)
+    spec = SyntheticConfig(n_patients=args.patients, image_height=args.source_height, seed=1)
     ensure_synthetic_dataset(work / "scans", spec)
     manifest, _ = build_manifest(DataConfig(root=str(work / "scans")))
     sources = [work / "scans" / p for p in manifest["path"]]
@@ -231,6 +233,16 @@ def _fit_model(cfg, session):
     return model, _stream(cfg, session)
 
 
+def _with_iterator(session, iterator):
+    """The same session (model, optimizers, compiled steps) drawing from another stream."""
+    import copy
+    import dataclasses
+
+    state = copy.copy(session.state)
+    state.iterator = iterator
+    return dataclasses.replace(session, state=state)
+
+
 def bench_train(args) -> dict:
     """(a) the custom loop against model.fit, (b) the real stream against tensors already in
     memory, (c) float32 against mixed_float16; on a GPU also EfficientNet-B0 at 224 px."""
@@ -238,8 +250,10 @@ def bench_train(args) -> dict:
 
     import tensorflow as tf
 
-    from retina.training.loop import StepLog, open_session, run_steps
+    from retina.run_dir import StepLog
+    from retina.training.loop import run_steps
     from retina.training.preemption import StopSignal
+    from retina.training.session import open_session
 
     work = Path(tempfile.mkdtemp(prefix="retina-bench-train-"))
     cfg = _train_config(args, work)
@@ -252,16 +266,14 @@ def bench_train(args) -> dict:
         first = position["step"] + 1
         position["step"] += spe
         with StopSignal() as stop:
-            return _seconds(lambda: run_steps(which, cfg, first, first + spe - 1, steps_log, stop))
+            return _seconds(lambda: run_steps(which, first, first + spe - 1, steps_log, stop))
 
     batch = next(iter(session.state.iterator))  # one real batch, repeated from memory
-    in_memory = dataclasses.replace(
-        session, iterator=iter(tf.data.Dataset.from_tensors(batch).repeat())
-    )
+    in_memory = _with_iterator(session, iter(tf.data.Dataset.from_tensors(batch).repeat()))
     streamed_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, memory_cache_mb=0))
-    streamed = dataclasses.replace(session, iterator=iter(_stream(streamed_cfg, session)))
+    streamed = _with_iterator(session, iter(_stream(streamed_cfg, session)))
     light_cfg = dataclasses.replace(cfg, augment=_augment_preset("light"))
-    light = dataclasses.replace(session, iterator=iter(_stream(light_cfg, session)))
+    light = _with_iterator(session, iter(_stream(light_cfg, session)))
     fit_model, fit_data = _fit_model(cfg, session)
     fit_timer = _FitTimer()
 
@@ -319,7 +331,7 @@ def _bench_precision(args, work: Path, cfg, loop_epoch) -> dict:
     import keras
     import tensorflow as tf
 
-    from retina.training.loop import open_session
+    from retina.training.session import open_session
 
     def sessions(base, tag):
         found = {}

@@ -49,6 +49,18 @@ def shared_data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, shared_data) -> Path:
+    """One epoch of the smoke preset, trained once per test session and shared by the tests
+    that only read a finished run (evaluate, predict, export, structure). Do not modify it:
+    copy it first."""
+    from retina.training.loop import train
+
+    run_dir = tmp_path_factory.mktemp("smoke-run") / "run"
+    train(smoke_config(shared_data, ["train.epochs=1", "train.evaluate_test=false"]), run_dir)
+    return run_dir
+
+
 def run_module(
     module: str, *args: str, cwd: Path, timeout: int = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:

@@ -15,10 +15,11 @@ import tensorflow as tf
 
 from conftest import ROOT, smoke_config
 from retina.checkpoint import RunLock, find_checkpoint, rank, read_sidecar
-from retina.checkpoints import checkpoint_rows
-from retina.config import load_run_config
+from retina.checkpoint.listing import checkpoint_rows
 from retina.errors import CheckpointError, TrainingDiverged
-from retina.training.loop import open_session, train
+from retina.run_dir import load_run_config
+from retina.training.loop import train
+from retina.training.session import open_session
 
 NAN = float("nan")
 
@@ -194,7 +195,7 @@ def test_disk_full_keeps_earlier_checkpoints_and_says_so(trained_run, tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        from retina.config import load_run_config
+        from retina.run_dir import load_run_config
         from retina.training.loop import train
         cfg = load_run_config("{run_dir}/config.yaml")
         cfg.train.epochs = 3
@@ -271,3 +272,40 @@ def test_rollback_restores_and_halves_the_learning_rate(tmp_path, shared_data, c
     with caplog.at_level(logging.WARNING), pytest.raises(TrainingDiverged):
         train(cfg, tmp_path)
     assert caplog.text.count("Rolled back to") == 3  # then it gives up
+
+
+def _small_state():
+    import keras
+
+    from retina.checkpoint import TrainingState
+    from retina.config import ModelConfig
+    from retina.models import build_model
+
+    model = build_model(ModelConfig(widths=[4]), 16)
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    return TrainingState(model=model, optimizers={"all": optimizer})
+
+
+def test_background_writer_falls_back_to_synchronous_saves_without_tf_internals(
+    tmp_path, monkeypatch, caplog
+):
+    """A TensorFlow without the internals the snapshot writer uses (simulated by hiding one
+    module, as an upgrade that moved it would): one warning, then ordinary saves."""
+    from retina.checkpoint import CheckpointStore
+
+    monkeypatch.setitem(sys.modules, "tensorflow.python.checkpoint.functional_saver", None)
+    state = _small_state()
+    with caplog.at_level(logging.WARNING):
+        store = CheckpointStore(tmp_path, state, {}, background=True)
+        state.step.assign(1)
+        first = store.save()
+        state.step.assign(2)
+        second = store.save()
+        store.close()
+    warnings = [r for r in caplog.records if "written on the training thread" in r.message]
+    assert len(warnings) == 1 and "functional_saver" in warnings[0].message
+    assert [p.name for p in (first, second)] == ["ckpt-1", "ckpt-2"]
+    assert read_sidecar(second)["step"] == 2
+    fresh = CheckpointStore(tmp_path, _small_state(), {})
+    assert fresh.restore() == second and fresh.state.current_step == 2

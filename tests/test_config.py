@@ -90,3 +90,100 @@ def test_experiment_presets_set_their_recipe():
     )
     for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
         assert f"experiment={path.stem}" in path.read_text().splitlines()[1], path.name
+
+
+# --- Fixed choices: a typo stops the run before any data is read ----------------------------
+
+# key, an override that selects its context (if any), and the valid choices the message lists.
+FIXED_CHOICES = [
+    ("train.precision", [], ["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
+    ("train.on_nonfinite", [], ["stop", "rollback"]),
+    ("train.sampler", [], ["shuffle", "balanced"]),
+    ("checkpoint.best_metric", [], ["referable_auc", "sensitivity", "specificity"]),
+    ("checkpoint.best_mode", [], ["max", "min"]),
+    ("model.head", [], ["grades", "referable"]),
+    ("model.name", [], ["small_cnn", "resnet50", "efficientnet_b0", "inception_v3"]),
+    ("model.weights", [], ["none", "imagenet"]),
+    ("trainer.strategy", [], ["auto", "default", "mirrored", "multi_worker"]),
+    ("trainer.cluster", [], ["auto", "tf_config", "slurm"]),
+    ("data.on_error", [], ["skip", "fail"]),
+    ("data.layout", [], ["synthetic", "aptos2019", "eyepacs", "messidor2", "idrid", "folder"]),
+    ("optimizer.name", [], ["adam", "adamw", "sgd"]),
+    ("optimizer.head.name", ["optimizer=backbone_head"], ["adam", "adamw", "sgd"]),
+    ("schedule.name", [], ["constant", "warmup_cosine", "step"]),
+    ("loss.class_weights", [], ["none", "balanced"]),
+]
+
+
+def _typo_message(key: str, context: list[str], tmp_path) -> str:
+    """Composes with ``<key>=tpyo`` as the entry point does and starts training; returns
+    the error's text (Hydra's, at composition, or retina's, at start-up)."""
+    from conftest import smoke_config
+    from retina.training.loop import train
+
+    try:
+        cfg = smoke_config(tmp_path, [*context, f"{key}=tpyo"])
+        train(cfg, tmp_path / "run")
+    except (ConfigCompositionException, ValidationError, ConfigError) as error:
+        return f"{error} {error.__cause__ or ''}"
+    pytest.fail(f"{key}=tpyo was accepted")
+
+
+@pytest.mark.parametrize("key, context, choices", FIXED_CHOICES, ids=[k for k, *_ in FIXED_CHOICES])
+def test_a_typo_in_a_fixed_choice_stops_before_any_data_naming_key_and_choices(
+    key, context, choices, tmp_path
+):
+    message = _typo_message(key, context, tmp_path)
+    assert key in message and "tpyo" in message, message
+    assert all(choice in message for choice in choices), message
+    assert not (tmp_path / "synthetic").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "name, key, required",
+    [
+        ("evaluate", "split", ["run_dir=/r"]),
+        ("predict", "operating_point", ["run_dir=/r", "input=/i"]),
+        ("export", "format", ["run_dir=/r"]),
+    ],
+)
+def test_entry_point_choices_are_refused_at_composition(name, key, required):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(name, [*required, f"{key}=tpyo"])
+    message = f"{error.value} {error.value.__cause__}"
+    assert key in message and "tpyo" in message and "expected one of" in message
+
+
+def test_a_choice_set_in_python_is_checked_too():
+    from retina.config import check_choices
+
+    cfg = RunConfig()
+    cfg.train.on_nonfinite = "rolback"
+    with pytest.raises(ConfigError, match=r"train\.on_nonfinite='rolback'.*'stop', 'rollback'"):
+        check_choices(cfg)
+
+
+def test_the_command_line_names_a_mistyped_key_and_its_choices(tmp_path):
+    from conftest import run_module
+
+    result = run_module("retina.train", "train.precision=flaot32", cwd=tmp_path, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "train.precision" in output and "mixed_bfloat16" in output, output[-2000:]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+# --- Run directories written before the operating_points group ------------------------------
+
+
+def test_a_config_from_before_the_move_is_read_with_its_values_in_the_new_place(tmp_path):
+    from retina.run_dir import load_run_config
+
+    old = OmegaConf.to_container(OmegaConf.structured(RunConfig()))
+    del old["operating_points"]
+    old["train"].update(referable_threshold=0.4, target_sensitivity=0.9, target_specificity=0.95)
+    OmegaConf.save(OmegaConf.create(old), tmp_path / "config.yaml")
+    cfg = load_run_config(tmp_path)
+    points = cfg.operating_points
+    assert (points.referable_threshold, points.target_sensitivity) == (0.4, 0.9)
+    assert points.target_specificity == 0.95 and not hasattr(cfg.train, "referable_threshold")

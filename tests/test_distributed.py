@@ -19,10 +19,11 @@ import tensorflow as tf
 
 from conftest import ROOT, run_module, smoke_config
 from retina.checkpoint import find_checkpoint, restore_weights, weights_fingerprint
-from retina.config import TrainerConfig, load_run_config
+from retina.config import TrainerConfig
 from retina.data.pipeline import StreamOptions, make_train_dataset
-from retina.errors import ConfigError
+from retina.errors import EXIT_PREEMPTED, ConfigError
 from retina.models import build_model
+from retina.run_dir import load_run_config
 from retina.training.distribute import (
     Placement,
     check_batch_size,
@@ -32,7 +33,6 @@ from retina.training.distribute import (
     task_position,
 )
 from retina.training.loop import train
-from retina.training.preemption import EXIT_PREEMPTED
 
 # The smoke model keeps its dropout (0.2): the masks, too, must match a single process.
 COMPARABLE = ["train.deterministic=true", "train.evaluate_test=false"]

@@ -9,7 +9,8 @@ from conftest import smoke_config
 from retina.config import DataConfig
 from retina.data.sources import build_manifest
 from retina.data.synthetic import render_fundus
-from retina.training.loop import read_history, train
+from retina.run_dir import read_history
+from retina.training.loop import train
 
 
 def _photo(path, grade, eye="R", seed=0):

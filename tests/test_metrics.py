@@ -167,7 +167,7 @@ def test_each_resample_auc_agrees_with_scikit_learn_on_the_resampled_rows():
     clusters = rng.integers(0, 25, 70)  # uneven cluster sizes
     positive = rng.random(70) < 0.4
     scores = np.round(rng.random(70), 1)  # many ties, which count one half
-    aucs = metrics._bootstrap_aucs(positive, scores, clusters, 40, seed=9)
+    aucs = metrics.bootstrap_aucs(positive, scores, clusters, 40, seed=9)
     # Redo the same draws by hand: one row of cluster indices per resample, in order.
     draws = np.random.default_rng(9).integers(0, 25, size=(40, 25))
     labels = np.unique(clusters)
@@ -185,10 +185,10 @@ def test_bootstrap_keeps_both_eyes_of_a_patient_together():
     # ordered right: 0.75); resampling eyes would also give, say, 0.5 or single-class draws.
     positive = np.array([1, 0, 1, 0], bool)
     scores = np.array([0.9, 0.1, 0.2, 0.8])
-    by_patient = metrics._bootstrap_aucs(positive, scores, np.array(["A", "A", "B", "B"]), 400, 0)
+    by_patient = metrics.bootstrap_aucs(positive, scores, np.array(["A", "A", "B", "B"]), 400, 0)
     assert set(np.unique(by_patient)) == {0.0, 0.75, 1.0}
     assert np.mean(by_patient == 0.75) == pytest.approx(0.5, abs=0.1)
-    by_eye = metrics._bootstrap_aucs(positive, scores, np.arange(4), 400, 0)
+    by_eye = metrics.bootstrap_aucs(positive, scores, np.arange(4), 400, 0)
     assert not set(np.unique(by_eye[~np.isnan(by_eye)])) <= {0.0, 0.75, 1.0}
 
 

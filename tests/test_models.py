@@ -21,7 +21,7 @@ from retina.models import available_models, build_model
 from retina.models.applications import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from retina.training.losses import make_loss
 from retina.training.optimizers import RateSetup, build_all, build_optimizers, variable_groups
-from retina.training.steps import StepParts, make_train_function
+from retina.training.steps import make_train_function
 
 # One of each family stays in the default run; the larger EfficientNets differ from b0 only in
 # width and depth and cost 20-30 s each to trace on two CPU cores.
@@ -53,9 +53,9 @@ def _train_one_step(model: keras.Model, images: np.ndarray, labels: np.ndarray) 
     groups = variable_groups(model, list(optimizers))
     build_all(optimizers, groups)
     iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    state = TrainingState(model, optimizers, iterator)
+    state = TrainingState(model=model, optimizers=optimizers, iterator=iterator)
     loss = make_loss(LossConfig(), "grades", model.output_shape[-1], labels)
-    run = make_train_function(StepParts(model, optimizers, groups, loss, state, False))
+    run = make_train_function(state, groups=groups, loss=loss)
     losses, _, applied = run(iterator, 1)
     assert bool(applied[0]) and int(state.step.numpy()) == 1
     return float(losses[0])

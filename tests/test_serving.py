@@ -11,17 +11,17 @@ import pandas as pd
 import pydicom
 import pytest
 
-from conftest import ROOT, run_module, smoke_config
+from conftest import ROOT, run_module
 from retina.errors import ConfigError
 from retina.evaluation import evaluate_run
 from retina.exporting import export_run
-from retina.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, shared_data):
+def run(smoke_run, tmp_path_factory):
+    """A copy of the session's smoke run: these tests write into it (predict/, eval/)."""
     run_dir = tmp_path_factory.mktemp("serving") / "run"
-    train(smoke_config(shared_data, ["train.epochs=1", "train.evaluate_test=false"]), run_dir)
+    shutil.copytree(smoke_run, run_dir)
     return run_dir
 
 
@@ -85,7 +85,7 @@ def test_export_reloads_in_a_fresh_process_and_reproduces_evaluation(run, fmt, t
         import json, sys
         import numpy as np, tensorflow as tf, keras
         from retina.data.cache import build_cache
-        from retina.config import load_run_config
+        from retina.run_dir import load_run_config
         import pandas as pd
         cfg = load_run_config("{run}/config.yaml")
         rows = pd.DataFrame({{"path": {list(scans)!r}}})
@@ -133,9 +133,9 @@ def test_test_time_augmentation_averages_the_four_flips(run):
     import tensorflow as tf
 
     from retina.data.prepare import prepare_run_data
-    from retina.evaluation import load_evaluation_model, predict_probabilities
+    from retina.inference import load_run_model, predict_probabilities
 
-    cfg, model, _ = load_evaluation_model(run, "latest")
+    cfg, model, _ = load_run_model(run, "latest")
     paths = prepare_run_data(cfg, run, splits=("test",))["cache_path"].tolist()
     images = tf.stack([tf.io.decode_png(tf.io.read_file(p), channels=3) for p in paths])
     views = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]

@@ -5,9 +5,12 @@ import pandas as pd
 import pydicom
 import pytest
 
-from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset, render_fundus
+from retina.config import SyntheticConfig
+from retina.data.synthetic import ensure_synthetic_dataset, render_fundus
 
-SPEC = SyntheticSpec(n_patients=10, image_height=96, seed=3, jpeg_fraction=0.3, dicom_fraction=0.3)
+SPEC = SyntheticConfig(
+    n_patients=10, image_height=96, seed=3, jpeg_fraction=0.3, dicom_fraction=0.3
+)
 
 
 @pytest.fixture(scope="module")

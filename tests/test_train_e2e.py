@@ -11,9 +11,10 @@ import tensorflow as tf
 
 from conftest import run_module, smoke_config
 from retina.checkpoint import find_checkpoint
-from retina.config import load_run_config
 from retina.errors import CheckpointError
-from retina.training.loop import open_session, train
+from retina.run_dir import load_run_config
+from retina.training.loop import train
+from retina.training.session import open_session
 
 
 def _optimizer_values(reader) -> dict[str, np.ndarray]:

@@ -12,14 +12,15 @@ import tensorflow as tf
 
 from conftest import compose_config, smoke_config
 from retina.checkpoint import find_checkpoint, restore_weights
+from retina.checkpoint.state import averaged_variables
 from retina.config import LossConfig, ScheduleConfig, to_typed
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.errors import ConfigError
 from retina.models import build_model, without_pretrained
-from retina.training.ema import averaged_variables
-from retina.training.loop import open_session, train
+from retina.training.loop import train
 from retina.training.losses import class_weights, make_loss
 from retina.training.schedules import schedule_factor
+from retina.training.session import open_session
 from retina.training.steps import batchnorm_statistics
 
 NO_EVAL = "train.evaluate_test=false"
@@ -263,7 +264,7 @@ def test_ema_weights_validate_are_saved_and_evaluated(tmp_path, shared_data):
     train(cfg, tmp_path)
     session = open_session(cfg, tmp_path)
     live = _values(session.state.model.variables)
-    averages = [a.numpy() for a in session.parts.ema.averages]
+    averages = [a.numpy() for a in session.state.ema.averages]
     assert any(
         not np.allclose(a, b)
         for a, b in zip(averages, _values(averaged_variables(session.state.model)), strict=True)

@@ -7,9 +7,7 @@ what changed, and the tf.data stream reads nothing but these files.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,10 +19,10 @@ from PIL.PngImagePlugin import PngInfo
 from retina.config import PreprocessConfig
 from retina.data.dicom import read_dicom_rgb
 from retina.errors import DataError
+from retina.files import file_sha256, text_sha256, write_atomically
 from retina.parallel import run_parallel
 from retina.preprocess import gradability_flags, preprocess_fundus
 
-HASH_CHUNK = 1 << 20
 GRADABILITY_KEY = "retina-gradability"
 # Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
 # output, so no run mixes images preprocessed by two versions of the code.
@@ -43,18 +41,10 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot decode the image ({type(error).__name__}).") from None
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def config_key(cfg: PreprocessConfig) -> str:
     """Names the cache folder for one preprocessing config."""
     text = json.dumps({**asdict(cfg), "version": PREPROCESS_VERSION}, sort_keys=True)
-    return f"{cfg.image_size}px-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{cfg.image_size}px-" + text_sha256(text)[:12]
 
 
 def build_cache(
@@ -113,10 +103,9 @@ def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> str | None:
         return str(error).replace(f"{source}: ", "")  # the report names the file already
     text = PngInfo()
     text.add_text(GRADABILITY_KEY, "; ".join(flags))
-    # Write then rename, so a killed run never leaves a half-written cache entry.
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    Image.fromarray(image).save(partial, format="PNG", pnginfo=text)
-    os.replace(partial, target)
+    # Written whole or not at all; not fsynced: a lost entry is simply made again.
+    png = Image.fromarray(image)
+    write_atomically(target, lambda path: png.save(path, format="PNG", pnginfo=text), False)
     return None
 
 

@@ -6,13 +6,13 @@ dates and institutions are never returned, logged or put into an error message.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from retina.errors import DicomError
+from retina.files import text_sha256
 
 
 @dataclass(frozen=True)
@@ -150,5 +150,5 @@ def _phi_free_info(dataset, image: np.ndarray, salt: str) -> DicomImageInfo:
         laterality=str(dataset.get("ImageLaterality", dataset.get("Laterality", ""))),
         rows=int(image.shape[0]),
         columns=int(image.shape[1]),
-        pseudonym=hashlib.sha256(f"{salt}:{uid}".encode()).hexdigest()[:16],
+        pseudonym=text_sha256(f"{salt}:{uid}")[:16],
     )

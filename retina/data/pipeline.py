@@ -15,13 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from retina.config import AugmentConfig
+from retina.config import AugmentConfig, Sampler, require_choice
 from retina.data.augment import augment_image
-from retina.errors import ConfigError
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
-SAMPLERS = ("shuffle", "balanced")
 
 
 @dataclass
@@ -63,9 +61,7 @@ def load_into_memory(paths: list[str], budget_mb: int) -> tf.Tensor | None:
 
 def _shuffled_indices(labels: np.ndarray, seed: int, sampler: str) -> tf.data.Dataset:
     """Endless scan indices: reshuffled passes, or classes drawn with equal probability."""
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"train.sampler={sampler!r}; use one of {SAMPLERS}.")
-    if sampler == "shuffle":
+    if require_choice("train.sampler", sampler, Sampler) == Sampler.shuffle:
         count = len(labels)
         indices = tf.data.Dataset.range(count)
         return indices.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat()

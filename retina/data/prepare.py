@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from retina.config import RunConfig, SyntheticConfig
+from retina.config import OnError, RunConfig, require_choice
 from retina.data.cache import build_cache, gradability_of
 from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
-from retina.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
+from retina.files import write_atomically
+from retina.run_dir import BAD_INPUTS_FILE, GRADABILITY_FILE, MANIFEST_FILE, read_manifest
 
 log = logging.getLogger(__name__)
-MANIFEST_FILE = "manifest.csv"
-BAD_INPUTS_FILE = "bad_inputs.csv"
-GRADABILITY_FILE = "gradability.csv"
-
-
-def load_run_manifest(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / MANIFEST_FILE, dtype=str, keep_default_na=False).astype(
-        {"grade": int}
-    )
 
 
 def prepare_run_data(
@@ -35,17 +28,16 @@ def prepare_run_data(
     cannot be used is listed in ``<run_dir>/bad_inputs.csv``; ``data.on_error=fail`` then
     stops before training, ``skip`` goes on without those scans.
     """
-    if cfg.data.on_error not in ("skip", "fail"):
-        raise DataError(f"data.on_error={cfg.data.on_error!r}; use skip or fail.")
+    require_choice("data.on_error", cfg.data.on_error, OnError)
     run_dir = Path(run_dir)
     manifest_path = run_dir / MANIFEST_FILE
     if cfg.data.layout == "synthetic":
-        ensure_synthetic_dataset(cfg.data.root, _spec(cfg.data.synthetic), cfg.data.workers)
+        ensure_synthetic_dataset(cfg.data.root, cfg.data.synthetic, cfg.data.workers)
     fresh = not manifest_path.exists()
     if fresh:  # every split is cached, so the saved manifest lists only usable scans
         manifest, problems = build_manifest(cfg.data)
     else:
-        manifest, problems = load_run_manifest(run_dir), []
+        manifest, problems = read_manifest(run_dir), []
         manifest = manifest[manifest["split"].isin(splits)].copy()
     manifest["cache_path"], unreadable = build_cache(
         manifest, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers
@@ -57,7 +49,8 @@ def prepare_run_data(
         _report_bad_inputs(problems, run_dir, cfg.data.on_error)
     if fresh:
         _report_gradability(manifest, run_dir)
-        manifest[MANIFEST_COLUMNS].to_csv(manifest_path, index=False)
+        columns = manifest[MANIFEST_COLUMNS]
+        write_atomically(manifest_path, lambda path: columns.to_csv(path, index=False))
         log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
     return manifest[manifest["split"].isin(splits)]
 
@@ -66,7 +59,8 @@ def _report_gradability(manifest: pd.DataFrame, run_dir: Path) -> None:
     """Lists scans that look ungradable (kept for training; a reader may want to know)."""
     flagged = manifest[manifest["gradability"] != ""]
     if len(flagged):
-        flagged[["path", "gradability"]].to_csv(run_dir / GRADABILITY_FILE, index=False)
+        listed = flagged[["path", "gradability"]]
+        write_atomically(run_dir / GRADABILITY_FILE, lambda path: listed.to_csv(path, index=False))
         log.warning(
             "%d scans look ungradable (%s); listed in %s.",
             len(flagged),
@@ -80,13 +74,9 @@ def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> No
     table = pd.DataFrame(problems, columns=["path", "reason", "table", "row"])
     table.to_csv(path, mode="a", header=not path.exists(), index=False)
     reasons = table["reason"].str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
-    if on_error == "fail":
+    if on_error == OnError.fail:
         raise DataError(
             f"{len(table)} unusable inputs ({reasons}), listed in {path}. Fix them, "
             "or set data.on_error=skip to train without them."
         )
     log.warning("Left out %d unusable inputs (%s); listed in %s.", len(table), reasons, path)
-
-
-def _spec(cfg: SyntheticConfig) -> SyntheticSpec:
-    return SyntheticSpec(**vars(cfg))

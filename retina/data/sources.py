@@ -7,7 +7,6 @@ directory never holds the patient identifiers of the label table.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -17,18 +16,19 @@ import pandas as pd
 from retina.config import DataConfig
 from retina.data.synthetic import LABELS_FILE
 from retina.errors import DataError
+from retina.files import text_sha256
+from retina.icdr import NUM_GRADES
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["scan_id", "path", "grade", "patient", "eye", "split"]
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
-NUM_GRADES = 5
 
 
 def pseudonymise(value: str, salt: str) -> str:
     """A stable, salted, one-way key for a patient identifier."""
-    return "pt-" + hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:12]
+    return "pt-" + text_sha256(f"{salt}:{value}")[:12]
 
 
 def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:

@@ -21,14 +21,14 @@ from keras import layers
 
 from retina.config import ModelConfig
 from retina.errors import ConfigError
-from retina.models import (
+from retina.models.heads import build_head
+from retina.models.registry import (
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
     error_summary,
     register_model,
     weights_file,
 )
-from retina.models.heads import build_head
 
 # keras.utils.get_file uses urlretrieve, which has no timeout: where a firewall drops packets
 # instead of refusing them, a download would wait minutes for TCP to give up, or for ever on a

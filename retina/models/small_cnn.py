@@ -7,14 +7,14 @@ from keras import layers
 
 from retina.config import ModelConfig
 from retina.errors import ConfigError
-from retina.models import (
+from retina.models.heads import build_head
+from retina.models.registry import (
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
     error_summary,
     register_model,
     weights_file,
 )
-from retina.models.heads import build_head
 
 # Keras' default 0.99 lags by hundreds of steps: a run of a few hundred steps would
 # validate with statistics from its first epochs.

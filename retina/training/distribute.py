@@ -17,12 +17,10 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from retina.config import TrainerConfig
+from retina.config import Cluster, Strategy, TrainerConfig, require_choice
 from retina.errors import ConfigError
 
 log = logging.getLogger(__name__)
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-CLUSTERS = ("auto", "tf_config", "slurm")
 
 
 @dataclass(frozen=True)
@@ -61,9 +59,8 @@ class Placement:
 
 def resolve_strategy(requested: str) -> str:
     """``auto`` is ``mirrored`` when more than one GPU is visible, ``default`` otherwise."""
-    if requested not in STRATEGIES:
-        raise ConfigError(f"trainer.strategy={requested!r}; use one of {STRATEGIES}.")
-    if requested != "auto":
+    requested = require_choice("trainer.strategy", requested, Strategy)
+    if requested != Strategy.auto:
         return requested
     return "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
 
@@ -90,9 +87,7 @@ def build_placement(cfg: TrainerConfig) -> Placement:
 
 def cluster_resolver(cfg: TrainerConfig):
     """The cluster from ``TF_CONFIG`` or from Slurm's environment (``trainer.cluster``)."""
-    if cfg.cluster not in CLUSTERS:
-        raise ConfigError(f"trainer.cluster={cfg.cluster!r}; use one of {CLUSTERS}.")
-    source = cfg.cluster
+    source = require_choice("trainer.cluster", cfg.cluster, Cluster)
     if source == "auto":
         source = "tf_config" if os.environ.get("TF_CONFIG") else "slurm"
     if source == "tf_config":

@@ -12,10 +12,7 @@ from contextlib import contextmanager
 import keras
 import tensorflow as tf
 
-
-def averaged_variables(model: keras.Model) -> list:
-    """The model variables that have an average, in a fixed order (not trainability's)."""
-    return [v for v in model.variables if keras.backend.is_float_dtype(v.dtype)]
+from retina.checkpoint.state import averaged_variables
 
 
 class WeightAverage:

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from retina.config import LossConfig
 from retina.errors import ConfigError
-from retina.metrics import REFERABLE_MIN_GRADE
+from retina.icdr import REFERABLE_MIN_GRADE
 
 
 def training_targets(grades: tf.Tensor, head: str) -> tf.Tensor:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from retina.config import OptimizerConfig, OptimizerSpec, ScheduleConfig
+from retina.config import (
+    OptimizerConfig,
+    OptimizerName,
+    OptimizerSpec,
+    ScheduleConfig,
+    require_choice,
+)
 from retina.errors import ConfigError
 from retina.training.precision import uses_loss_scaling
 from retina.training.schedules import ScheduledRate, check_schedule
@@ -30,7 +36,7 @@ def _sgd(spec: OptimizerSpec, rate, clip):
     return keras.optimizers.SGD(rate, momentum=spec.momentum, global_clipnorm=clip)
 
 
-OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+OPTIMIZERS = {OptimizerName.adam: _adam, OptimizerName.adamw: _adamw, OptimizerName.sgd: _sgd}
 
 
 @dataclass
@@ -48,14 +54,13 @@ def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str
 
     Gradient clipping happens in the inner optimizer, after the loss scale is divided out.
     """
-    if spec.name not in OPTIMIZERS:
-        raise ConfigError(f"{key}.name={spec.name!r}; use one of {sorted(OPTIMIZERS)}.")
+    name = require_choice(f"{key}.name", spec.name, OPTIMIZERS)
     if spec.clip_global_norm < 0:
         raise ConfigError(f"{key}.clip_global_norm={spec.clip_global_norm}; use >= 0 (0: off).")
     rate = ScheduledRate(
         spec.learning_rate, rates.schedule, rates.steps_per_epoch, rates.total_steps, rates.scale
     )
-    optimizer = OPTIMIZERS[spec.name](spec, rate, spec.clip_global_norm or None)
+    optimizer = OPTIMIZERS[name](spec, rate, spec.clip_global_norm or None)
     if uses_loss_scaling(policy):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

@@ -7,18 +7,16 @@ import logging
 import keras
 import tensorflow as tf
 
-from retina.errors import ConfigError
+from retina.config import Precision, require_choice
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 def resolve_precision(requested: str) -> str:
     """``auto`` is mixed_float16 on a GPU of compute capability >= 7.0 (tensor cores),
     float32 anywhere else."""
-    if requested not in PRECISIONS:
-        raise ConfigError(f"train.precision={requested!r}; use one of {PRECISIONS}.")
-    if requested != "auto":
+    requested = require_choice("train.precision", requested, Precision)
+    if requested != Precision.auto:
         return requested
     for gpu in tf.config.list_physical_devices("GPU"):
         capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")

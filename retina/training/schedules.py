@@ -11,15 +11,12 @@ import math
 import keras
 import tensorflow as tf
 
-from retina.config import ScheduleConfig
+from retina.config import ScheduleConfig, ScheduleName, require_choice
 from retina.errors import ConfigError
-
-SCHEDULES = ("constant", "warmup_cosine", "step")
 
 
 def check_schedule(cfg: ScheduleConfig) -> None:
-    if cfg.name not in SCHEDULES:
-        raise ConfigError(f"schedule.name={cfg.name!r}; use one of {SCHEDULES}.")
+    require_choice("schedule.name", cfg.name, ScheduleName)
     if cfg.warmup_epochs < 0 or not 0 <= cfg.min_fraction <= 1 or cfg.factor <= 0:
         raise ConfigError(
             "schedule.warmup_epochs must be >= 0, schedule.min_fraction in [0, 1] and "

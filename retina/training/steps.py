@@ -1,33 +1,15 @@
-"""The compiled train and predict functions."""
+"""The compiled training step: ``make_train_function(state, ...)``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from retina.checkpoint import TrainingState
+from retina.checkpoint.state import TrainingState
 from retina.training.distribute import Placement, split_for_replicas
-from retina.training.ema import WeightAverage
 from retina.training.losses import training_targets
-
-
-@dataclass
-class StepParts:
-    """What a train function is built from."""
-
-    model: keras.Model
-    optimizers: dict
-    groups: dict  # optimizer name -> the variables it updates
-    loss: object  # (grades, logits) -> scalar, see retina.training.losses
-    state: TrainingState
-    loss_scaling: bool
-    head: str = "grades"
-    ema: WeightAverage | None = None
-    jit_compile: bool = False
-    placement: Placement = field(default_factory=lambda: Placement(tf.distribute.get_strategy()))
 
 
 def batchnorm_statistics(model: keras.Model) -> list:
@@ -52,7 +34,19 @@ def agree_on_finite(gradients: list, locally_finite: tf.Tensor) -> list:
     return [g + tf.cast(poison, g.dtype) for g in gradients]
 
 
-def make_single_step(parts: StepParts):
+def has_loss_scaling(optimizers: dict) -> bool:
+    """Whether the optimizers scale the loss (mixed_float16): then a step may be skipped."""
+    return any(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers.values())
+
+
+def make_single_step(
+    state: TrainingState,
+    groups: dict,
+    loss: Callable,
+    placement: Placement,
+    head: str = "grades",
+    jit_compile: bool = False,
+):
     """One GradientTape step on a replica's batch; returns (loss, accuracy, applied).
 
     Each optimizer updates its own variable group. ``scale_loss`` multiplies by that
@@ -63,51 +57,67 @@ def make_single_step(parts: StepParts):
     divided by the replica count (the global-batch mean once the optimizer sums gradients
     across replicas).
     """
-    replicas = parts.placement.num_replicas
-    trainable = {id(v) for v in parts.model.trainable_variables}
+    model, optimizers = state.model, state.optimizers
+    replicas, loss_scaling = placement.num_replicas, has_loss_scaling(optimizers)
+    trainable = {id(v) for v in model.trainable_variables}
     groups = {
-        name: [v for v in variables if id(v) in trainable]
-        for name, variables in parts.groups.items()
+        name: [v for v in variables if id(v) in trainable] for name, variables in groups.items()
     }
     names = [name for name in groups if groups[name]]
-    guarded = batchnorm_statistics(parts.model) if parts.loss_scaling else []
+    guarded = batchnorm_statistics(model) if loss_scaling else []
 
     def step(images, grades):
         # The forward pass moves BatchNorm statistics at once; if the loss-scale optimizer
         # then skips the step, they go back, so a skipped batch leaves no trace.
         before = [tf.identity(v) for v in guarded]
         with tf.GradientTape(persistent=len(names) > 1) as tape:
-            logits = parts.model(images, training=True)
-            loss = parts.loss(grades, logits)
-            scaled = [parts.optimizers[name].scale_loss(loss / replicas) for name in names]
+            logits = model(images, training=True)
+            mean_loss = loss(grades, logits)
+            scaled = [optimizers[name].scale_loss(mean_loss / replicas) for name in names]
         applied = tf.constant(True)
         for name, scaled_loss in zip(names, scaled, strict=True):
             gradients = tape.gradient(scaled_loss, groups[name])
-            if parts.loss_scaling:  # otherwise nothing skips: a non-finite loss stops the run
+            if loss_scaling:  # otherwise nothing skips: a non-finite loss stops the run
                 finite = all_finite(gradients)
                 if replicas > 1:
                     gradients = agree_on_finite(gradients, finite)
                     finite = all_finite(gradients)
                 applied = tf.logical_and(applied, finite)
-            parts.optimizers[name].apply(gradients, groups[name])
+            optimizers[name].apply(gradients, groups[name])
         for variable, value in zip(guarded, before, strict=True):
             variable.assign(tf.where(applied, variable, value))
         predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
-        hits = tf.equal(predicted, training_targets(grades, parts.head))
-        return loss, tf.reduce_mean(tf.cast(hits, tf.float32)), applied
+        hits = tf.equal(predicted, training_targets(grades, head))
+        return mean_loss, tf.reduce_mean(tf.cast(hits, tf.float32)), applied
 
-    return tf.function(step, jit_compile=parts.jit_compile)
+    return tf.function(step, jit_compile=jit_compile)
 
 
-def make_train_function(parts: StepParts):
+def make_train_function(
+    state: TrainingState,
+    *,
+    groups: dict,
+    loss: Callable,
+    placement: Placement | None = None,
+    head: str = "grades",
+    jit_compile: bool = False,
+):
     """``run(iterator, count)``: ``count`` steps in one call, batches drawn inside the graph
     (as ``model.fit`` does), the step counter and epoch sums updated there too.
+
+    Args:
+        state: the training state (model, optimizers, weight average, counters).
+        groups: optimizer name -> the variables it updates.
+        loss: ``loss(grades, logits) -> scalar`` (``retina.training.losses.make_loss``).
+        placement: the strategy and this worker's place in it (default: no strategy).
+        head: ``model.head``, for the accuracy's targets.
+        jit_compile: XLA-compile the step.
 
     Returns per-step (losses, accuracies, applied) tensors of length ``count``: global-batch
     means, the same on every worker.
     """
-    single_step = make_single_step(parts)
-    state, placement = parts.state, parts.placement
+    placement = placement or Placement(tf.distribute.get_strategy())
+    single_step = make_single_step(state, groups, loss, placement, head, jit_compile)
     strategy, totals = placement.strategy, state.epoch_totals
     mean = tf.distribute.ReduceOp.MEAN
 
@@ -124,8 +134,8 @@ def make_train_function(parts: StepParts):
                 strategy.reduce(mean, accuracy, None),
             )
             ok = strategy.experimental_local_results(ok)[0]  # agreed on by every replica
-            if parts.ema is not None:
-                parts.ema.update(state.step)
+            if state.ema is not None:
+                state.ema.update(state.step)
             state.step.assign_add(1)
             state.skipped_steps.assign_add(tf.cast(tf.logical_not(ok), tf.int64))
             finite_loss = tf.where(tf.math.is_finite(loss), loss, 0.0)
@@ -138,33 +148,3 @@ def make_train_function(parts: StepParts):
         return losses.stack(), accuracies.stack(), applied.stack()
 
     return run
-
-
-def make_predict_step(model: keras.Model, tta: bool = False):
-    """Softmax outputs of a batch; with ``tta``, averaged over the four flips."""
-    views = [lambda x: x]
-    if tta:
-        views += [
-            lambda x: tf.reverse(x, [2]),
-            lambda x: tf.reverse(x, [1]),
-            lambda x: tf.reverse(x, [1, 2]),
-        ]
-
-    @tf.function
-    def predict_step(images):
-        outputs = [
-            tf.nn.softmax(tf.cast(model(view(images), training=False), tf.float32))
-            for view in views
-        ]
-        return tf.add_n(outputs) / len(outputs)
-
-    return predict_step
-
-
-def predict_dataset(predict_step, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Runs a finite (images, grades) dataset through the model: (grades, probabilities)."""
-    grades, probabilities = [], []
-    for images, labels in dataset:
-        probabilities.append(predict_step(images).numpy())
-        grades.append(labels.numpy())
-    return np.concatenate(grades), np.concatenate(probabilities)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retina.checkpoint import VALIDATION_METRICS
-
-TENSORBOARD_DIR = "tensorboard"
+from retina.checkpoint.state import VALIDATION_METRICS
+from retina.run_dir import TENSORBOARD_DIR
+from retina.training.cadence import is_due
 
 
 def optimizer_scalars(optimizers: dict) -> dict[str, float]:
@@ -42,8 +42,7 @@ class TensorBoardLog:
     def steps(self, step: int, losses: np.ndarray, optimizers: dict, rate, train_cfg) -> None:
         """After a compiled call that ended at ``step``; writes when a log step was passed."""
         self._pending.extend(losses.tolist())
-        every = max(train_cfg.log_every_steps, 1)
-        if step % every >= len(losses):  # no multiple of ``every`` among these steps
+        if not is_due(step, max(train_cfg.log_every_steps, 1), len(losses)):
             return
         values = {"train/loss": float(np.nanmean(self._pending)), "train/images_per_s": rate}
         values.update(optimizer_scalars(optimizers))
@@ -51,7 +50,8 @@ class TensorBoardLog:
         self._pending = []
 
     def epoch_end(self, step: int, summary: dict, metrics: dict) -> None:
-        values = {f"val/{name}": float(metrics[name]) for name in (*VALIDATION_METRICS, "accuracy")}
+        names = (*VALIDATION_METRICS, "accuracy")
+        values = {f"val/{name}": float(metrics[name]) for name in names}
         values.update(
             {
                 "epoch/loss": summary["loss"],

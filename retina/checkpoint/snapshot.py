@@ -1,6 +1,6 @@
 """Point-in-time snapshots of a ``tf.train.Checkpoint``, written later by another thread.
 
-Used only by ``retina.checkpoint`` for its non-blocking save. TF's own
+Used only by the checkpoint store for its non-blocking save. TF's own
 ``CheckpointOptions(experimental_enable_async_checkpoint=True)`` fails on the second save
 with a Keras 3 model: ``KerasVariable._copy_trackable_to_cpu`` creates a new
 ``tf.Variable`` on every call, and from the second save on TF calls it inside a
@@ -15,33 +15,50 @@ call"). Instead:
   * ``write()`` hands the snapshot to TF's ``MultiDeviceSaver``: same keys, object graph
     and file format as ``Checkpoint.write``, so a plain ``Checkpoint.read`` restores it.
 
-This relies on TF internals, checked on TF 2.21 (the version pyproject.toml pins).
+This relies on TF internals, checked on TF 2.21 (the version pyproject.toml pins). They are
+looked up when a ``Snapshotter`` is made: if a TF upgrade moved them, that raises
+ImportError or AttributeError, and the store saves on the training thread instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from types import SimpleNamespace
 
 import tensorflow as tf
-from tensorflow.python.checkpoint import functional_saver
-from tensorflow.python.trackable import trackable_utils
-from tensorflow.python.training.saving import saveable_object, saveable_object_util
-from tensorflow.python.util import object_identity
-
-_Converter = saveable_object_util.SaveableCompatibilityConverter
 
 
-def _resolve(value):
+def tf_internals() -> SimpleNamespace:
+    """The private TensorFlow pieces the snapshot writer needs (ImportError or
+    AttributeError when a TensorFlow version lacks one)."""
+
+    def module(name: str):
+        return importlib.import_module(f"tensorflow.python.{name}")
+
+    saveable_util = module("training.saving.saveable_object_util")
+    return SimpleNamespace(
+        MultiDeviceSaver=module("checkpoint.functional_saver").MultiDeviceSaver,
+        escape_local_name=module("trackable.trackable_utils").escape_local_name,
+        SaveSpec=module("training.saving.saveable_object").SaveSpec,
+        Converter=saveable_util.SaveableCompatibilityConverter,
+        IdentityDict=module("util.object_identity").ObjectIdentityDictionary,
+    )
+
+
+def _resolve(value, save_spec: type):
     """A SaveSpec (lazy read) as its tensor; dicts (sliced values) element-wise."""
     if isinstance(value, dict):
-        return {k: _resolve(v) for k, v in value.items()}
-    return value.tensor if isinstance(value, saveable_object.SaveSpec) else value
+        return {k: _resolve(v, save_spec) for k, v in value.items()}
+    return value.tensor if isinstance(value, save_spec) else value
 
 
 class Snapshotter:
     """Takes snapshots of one ``tf.train.Checkpoint`` and writes them as checkpoints."""
 
     def __init__(self, checkpoint: tf.train.Checkpoint):
+        self._tf = tf_internals()
+        self._gather = checkpoint._saver._gather_serialized_tensors  # AttributeError if gone
         self._checkpoint = checkpoint
         self._plan = None
         self._fingerprint_of_plan = None
@@ -61,7 +78,7 @@ class Snapshotter:
 
     def _build_plan(self) -> None:
         """TF's full serialization pass (~10 ms), and one traced function reading it all."""
-        tensors, feeds, registered, _ = self._checkpoint._saver._gather_serialized_tensors(None)
+        tensors, feeds, registered, _ = self._gather(None)
         if feeds or registered:
             raise NotImplementedError("Python-state objects and registered savers")
         lazy, static, refresh = [], [], []
@@ -69,16 +86,17 @@ class Snapshotter:
             if trackable is None:  # the object-graph proto
                 static += list(values.items())
             elif all(
-                isinstance(v, saveable_object.SaveSpec) and callable(v._tensor)
-                for v in values.values()
+                isinstance(v, self._tf.SaveSpec) and callable(v._tensor) for v in values.values()
             ):
                 lazy += [(trackable, key, spec) for key, spec in values.items()]  # variables
             else:  # tf.data iterators and other objects serialised on demand
                 refresh.append((trackable, values))
 
+        converter = self._tf.Converter
+
         @tf.function
         def read_all():
-            objects = [t.obj if isinstance(t, _Converter) else t for t, _ in refresh]
+            objects = [t.obj if isinstance(t, converter) else t for t, _ in refresh]
             return [spec.tensor for _, _, spec in lazy], [
                 obj._serialize_to_tensors() for obj in objects
             ]
@@ -94,19 +112,22 @@ class Snapshotter:
         with warnings.catch_warnings():  # tracing the iterator's serialization warns once
             warnings.filterwarnings("ignore", "To make it possible to preserve tf.data options")
             values, serialized = read_all()
-        snap = object_identity.ObjectIdentityDictionary()  # variables are unhashable
+        internals = self._tf
+        snap = internals.IdentityDict()  # variables are unhashable
         snap[None] = dict(static)
         for (trackable, key, _), value in zip(lazy, values, strict=True):
             snap.setdefault(trackable, {})[key] = value
         for (trackable, keys), fresh in zip(refresh, serialized, strict=True):
-            if isinstance(trackable, _Converter) and len(keys) == len(fresh) == 1:
-                snap[trackable] = {next(iter(keys)): _resolve(next(iter(fresh.values())))}
+            if isinstance(trackable, internals.Converter) and len(keys) == len(fresh) == 1:
+                value = _resolve(next(iter(fresh.values())), internals.SaveSpec)
+                snap[trackable] = {next(iter(keys)): value}
             else:  # key = <path>/.ATTRIBUTES/<local name>
-                local = {trackable_utils.escape_local_name(n): v for n, v in fresh.items()}
-                snap[trackable] = {k: _resolve(local[k.rsplit("/", 1)[1]]) for k in keys}
+                local = {internals.escape_local_name(n): v for n, v in fresh.items()}
+                snap[trackable] = {
+                    k: _resolve(local[k.rsplit("/", 1)[1]], internals.SaveSpec) for k in keys
+                }
         return snap
 
-    @staticmethod
-    def write(snap, prefix: str) -> None:
+    def write(self, snap, prefix: str) -> None:
         """Writes a snapshot at ``prefix`` (TF writes temp files and renames them)."""
-        functional_saver.MultiDeviceSaver(snap).save(prefix)
+        self._tf.MultiDeviceSaver(snap).save(prefix)

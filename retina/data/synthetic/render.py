@@ -1,44 +1,18 @@
 """Procedural colour fundus photographs with ICDR-graded diabetic retinopathy lesions.
 
-The default data set of the project: a new user trains on it with no data of their own.
-Every image is drawn from a seed, so a data set is reproducible from its spec alone.
 Geometry is expressed in units of the field-of-view radius ``r``, so lesions keep their
-size relative to the retina whatever the image size.
-
-ICDR grades drawn (what a grader looks for, in the order it escalates):
-    0 no DR: no lesion.
-    1 mild NPDR: a few microaneurysms only.
-    2 moderate NPDR: more microaneurysms, dot/blot haemorrhages, hard exudates.
-    3 severe NPDR: haemorrhages in all four quadrants, venous beading, cotton-wool spots.
-    4 PDR: neovascularisation (at the disc or elsewhere) and preretinal haemorrhage.
-
-Files are written in the APTOS 2019 layout (``train.csv`` + ``train_images/``). Some scans
-are JPEG and some DICOM Ophthalmic Photography; the DICOMs carry synthetic patient names
-and IDs, and ``train.csv`` carries the same IDs, so tests can prove that neither leaks.
+size relative to the retina whatever the image size. Every image is drawn from one numpy
+Generator, so the same seed draws the same photograph.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import logging
-import shutil
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from scipy import ndimage
 from skimage import draw
-
-from retina.parallel import run_parallel
-
-log = logging.getLogger(__name__)
-
-SPEC_FILE = "synthetic.json"
-LABELS_FILE = "train.csv"
-IMAGES_DIR = "train_images"
 
 # Colours in linear-ish RGB, 0..1.
 BACKGROUND = np.array([0.78, 0.34, 0.14], np.float32)
@@ -49,189 +23,6 @@ ARTERY = np.array([0.62, 0.16, 0.09], np.float32)
 BLOOD = np.array([0.38, 0.04, 0.04], np.float32)
 EXUDATE = np.array([0.98, 0.88, 0.42], np.float32)
 COTTON_WOOL = np.array([0.92, 0.80, 0.66], np.float32)
-
-_GIVEN = [
-    "Amara",
-    "Bjorn",
-    "Chiara",
-    "Dmitri",
-    "Esperanza",
-    "Farouk",
-    "Greta",
-    "Hiroshi",
-    "Ingrid",
-    "Jovan",
-    "Kalani",
-    "Leopold",
-    "Marisol",
-    "Nikolai",
-    "Oluwaseun",
-    "Priya",
-]
-_FAMILY = [
-    "Okonkwo",
-    "Vasquez",
-    "Lindqvist",
-    "Tanaka",
-    "Abernathy",
-    "Kowalczyk",
-    "Moreau",
-    "Haddad",
-    "Fitzgerald",
-    "Nakamura",
-    "Oyelaran",
-    "Petrovic",
-    "Quintero",
-    "Rasmussen",
-]
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """Everything that determines a synthetic data set; equal specs give equal files."""
-
-    n_patients: int = 400
-    image_height: int = 256
-    seed: int = 0
-    jpeg_fraction: float = 0.25
-    dicom_fraction: float = 0.15
-    grade_probs: tuple[float, ...] = (0.38, 0.14, 0.24, 0.12, 0.12)
-
-
-@dataclass(frozen=True)
-class _Scan:
-    id_code: str
-    patient_id: str
-    patient_name: str
-    eye: str  # "R" or "L"
-    grade: int
-    fmt: str  # "png", "jpg" or "dcm"
-    seed: int
-
-
-def ensure_synthetic_dataset(root: str | Path, spec: SyntheticSpec, workers: int = 0) -> Path:
-    """Generates the data set under ``root`` unless the same spec is already there.
-
-    Args:
-        root: folder that receives ``train.csv``, ``train_images/`` and ``synthetic.json``.
-        spec: what to generate.
-        workers: processes to use; 0 means one per core.
-
-    Returns:
-        The root folder.
-    """
-    root = Path(root)
-    spec_path = root / SPEC_FILE
-    wanted = json.dumps(asdict(spec), sort_keys=True)
-    if spec_path.exists() and spec_path.read_text() == wanted:
-        return root
-    if root.exists():
-        shutil.rmtree(root / IMAGES_DIR, ignore_errors=True)
-    (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    scans = _plan_scans(spec)
-    log.info("Generating %d synthetic fundus scans into %s", len(scans), root)
-    jobs = [(scan, spec.image_height, root / IMAGES_DIR) for scan in scans]
-    run_parallel(_write_scan, jobs, workers, "synthetic scans")
-    labels = pd.DataFrame(
-        {
-            "id_code": [s.id_code for s in scans],
-            "diagnosis": [s.grade for s in scans],
-            "patient_id": [s.patient_id for s in scans],
-            "eye": [s.eye for s in scans],
-        }
-    )
-    labels.to_csv(root / LABELS_FILE, index=False)
-    spec_path.write_text(wanted)  # written last: its presence means the set is complete
-    return root
-
-
-def _plan_scans(spec: SyntheticSpec) -> list[_Scan]:
-    """Draws patients, their two eyes' grades, file formats and per-scan seeds."""
-    rng = np.random.default_rng(spec.seed)
-    probs = np.asarray(spec.grade_probs, float) / np.sum(spec.grade_probs)
-    scans = []
-    patient_ids = rng.choice(10**7, size=spec.n_patients, replace=False)
-    for patient_number in patient_ids:
-        patient_id = f"SYN{patient_number:07d}"
-        name = f"{rng.choice(_FAMILY)}^{rng.choice(_GIVEN)}"
-        base_grade = int(rng.choice(5, p=probs))
-        for eye in ("R", "L"):
-            # The fellow eye is usually graded the same, sometimes one grade apart.
-            shift = 0 if rng.random() < 0.7 else int(rng.choice([-1, 1]))
-            grade = int(np.clip(base_grade + shift, 0, 4))
-            u = rng.random()
-            fmt = (
-                "dcm"
-                if u < spec.dicom_fraction
-                else ("jpg" if u < spec.dicom_fraction + spec.jpeg_fraction else "png")
-            )
-            id_code = rng.bytes(6).hex()
-            scans.append(
-                _Scan(id_code, patient_id, name, eye, grade, fmt, int(rng.integers(2**31)))
-            )
-    return scans
-
-
-def _write_scan(job: tuple[_Scan, int, Path]) -> None:
-    scan, height, folder = job
-    rng = np.random.default_rng(scan.seed)
-    image = render_fundus(rng, scan.grade, scan.eye, height)
-    path = folder / f"{scan.id_code}.{scan.fmt}"
-    if scan.fmt == "dcm":
-        write_ophthalmic_dicom(
-            path,
-            image,
-            scan.eye,
-            scan.patient_id,
-            scan.patient_name,
-            uid_seed=f"{scan.seed}-{scan.id_code}",
-        )
-    elif scan.fmt == "jpg":
-        Image.fromarray(image).save(path, quality=int(rng.integers(80, 96)))
-    else:
-        Image.fromarray(image).save(path)
-
-
-def write_ophthalmic_dicom(
-    path: Path, image: np.ndarray, eye: str, patient_id: str, patient_name: str, uid_seed: str
-) -> None:
-    """Writes an RGB image as a DICOM Ophthalmic Photography 8 Bit Image with identifiers."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    op_8bit = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = op_8bit
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[uid_seed, "sop"])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = op_8bit
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[uid_seed, "study"])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[uid_seed, "series"])
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = "19570304"
-    ds.PatientSex = "O"
-    ds.StudyDate = "20260115"
-    ds.InstitutionName = "Synthetic Eye Clinic"
-    ds.Modality = "OP"
-    ds.ImageLaterality = eye
-    ds.Laterality = eye
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.Rows, ds.Columns = image.shape[:2]
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(image, np.uint8).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-# --------------------------------------------------------------------------- rendering
 
 
 def render_fundus(

@@ -1,0 +1,94 @@
+"""A trained run's model, restored and predicting: what evaluate, predict and export share.
+
+Nothing here imports the training code: inference needs the run's ``config.yaml``, a
+checkpoint and the preprocessing cache, nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from retina.checkpoint.read import find_checkpoint, restore_weights
+from retina.config import RunConfig
+from retina.data.pipeline import make_eval_dataset
+from retina.icdr import NUM_GRADES
+from retina.metrics.rates import referable_probability
+from retina.models import build_model, without_pretrained
+from retina.run_dir import load_run_config
+
+
+def load_run_model(run_dir: str | Path, checkpoint: str) -> tuple[RunConfig, keras.Model, Path]:
+    """The run's config, its model rebuilt in float32 with the checkpoint's weights (verified:
+    a damaged or mismatching checkpoint is refused), and the checkpoint's path."""
+    cfg = load_run_config(run_dir)
+    path = find_checkpoint(run_dir, checkpoint)
+    # Float32 whatever the training precision: variables are float32 either way, and
+    # full-precision logits make repeated evaluations identical.
+    previous_policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        model = build_model(without_pretrained(cfg.model), cfg.preprocess.image_size)
+        restore_weights(model, path)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+    return cfg, model, path
+
+
+def make_predict_step(model: keras.Model, tta: bool = False):
+    """Softmax outputs of a batch; with ``tta``, averaged over the four flips."""
+    views = [lambda x: x]
+    if tta:
+        views += [
+            lambda x: tf.reverse(x, [2]),
+            lambda x: tf.reverse(x, [1]),
+            lambda x: tf.reverse(x, [1, 2]),
+        ]
+
+    @tf.function
+    def predict_step(images):
+        outputs = [
+            tf.nn.softmax(tf.cast(model(view(images), training=False), tf.float32))
+            for view in views
+        ]
+        return tf.add_n(outputs) / len(outputs)
+
+    return predict_step
+
+
+def predict_dataset(predict_step, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a finite (images, grades) dataset through the model: (grades, probabilities)."""
+    grades, probabilities = [], []
+    for images, labels in dataset:
+        probabilities.append(predict_step(images).numpy())
+        grades.append(labels.numpy())
+    return np.concatenate(grades), np.concatenate(probabilities)
+
+
+def predict_probabilities(
+    model: keras.Model, cache_paths: list[str], batch_size: int, tta: bool = False
+) -> np.ndarray:
+    """Softmax outputs per cached scan, in order; with ``tta``, averaged over the four flips."""
+    if not cache_paths:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    dataset = make_eval_dataset(list(cache_paths), [0] * len(cache_paths), batch_size)
+    return predict_dataset(make_predict_step(model, tta), dataset)[1]
+
+
+def output_columns(num_outputs: int) -> list[str]:
+    """Names of the model's probability columns in prediction tables."""
+    if num_outputs == NUM_GRADES:
+        return [f"prob_grade_{g}" for g in range(NUM_GRADES)]
+    return ["prob_not_referable", "prob_referable"]
+
+
+def probability_columns(probabilities: np.ndarray) -> pd.DataFrame:
+    """The model's probabilities, predicted grade (or class) and referable probability."""
+    table = pd.DataFrame(probabilities, columns=output_columns(probabilities.shape[1]))
+    table["predicted_grade"] = probabilities.argmax(axis=1)
+    table["referable_probability"] = referable_probability(probabilities)
+    return table
