@@ -6,9 +6,11 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from retina.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, RetinaError, WorkerLost
-from retina.logs import quiet_library_loggers, route_warnings_to_log
+from retina.logs import quiet_library_loggers, route_warnings_to_log, start_tensorflow_quietly
 
 
 def exit_on_user_error(function):
@@ -16,6 +18,7 @@ def exit_on_user_error(function):
     def wrapper(*args, **kwargs):
         quiet_library_loggers()
         route_warnings_to_log()
+        start_tensorflow_quietly()
         log = logging.getLogger("retina")
         try:
             return function(*args, **kwargs)
@@ -38,3 +41,49 @@ def _in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+CONF_DIR = Path(__file__).parent / "conf"
+
+
+def run_entry_point(main: Callable[[], object], argv: list[str] | None = None) -> None:
+    """Runs a ``@hydra.main`` function after checking the ``group=option`` overrides of the
+    command line: an option that does not exist ends the program with one line naming the
+    group and its options (Hydra's own report is a multi-line block and exit status 1)."""
+    problem = unknown_group_option(sys.argv[1:] if argv is None else argv)
+    if problem:
+        print(f"ConfigError: {problem}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    main()
+
+
+def unknown_group_option(argv: list[str]) -> str | None:
+    """Why a ``group=option`` override names no config file, or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    arguments = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+    except HydraException:
+        return None  # Hydra reports malformed overrides itself
+    for override in overrides:
+        folder = CONF_DIR / override.key_or_group
+        if override.is_delete() or "/" in override.key_or_group or not folder.is_dir():
+            continue
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        try:
+            wanted = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.get_value_element_as_str()]
+            )
+        except HydraException:  # glob() sweeps need Hydra's config loader: let Hydra judge
+            continue
+        missing = [value for value in wanted if value not in options + ["null"]]
+        if missing:
+            return (
+                f"{override.key_or_group}={missing[0]} is not an option of "
+                f"{override.key_or_group}; choose one of {options}."
+            )
+    return None

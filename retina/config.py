@@ -24,6 +24,15 @@ class OnError(StrEnum):
     fail = "fail"
 
 
+class PathsInOutputs(StrEnum):
+    """Whether source paths may appear in what a run writes (clinic exports often name
+    folders after patients)."""
+
+    auto = "auto"  # pseudonymise for the generic folder layout, keep for published layouts
+    keep = "keep"
+    pseudonymise = "pseudonymise"
+
+
 class Head(StrEnum):
     grades = "grades"
     referable = "referable"
@@ -136,6 +145,7 @@ class DataConfig:
     eye_column: str = ""
     split_column: str = ""
     on_error: OnError = OnError.skip
+    paths_in_outputs: PathsInOutputs = PathsInOutputs.auto
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -289,6 +299,7 @@ class PredictConfig:
     output_dir: str = ""
     batch_size: int = 64
     tta: bool = False
+    paths_in_outputs: PathsInOutputs = PathsInOutputs.pseudonymise
 
 
 @dataclass

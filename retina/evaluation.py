@@ -117,7 +117,7 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
     if split != "all":
         manifest = manifest[manifest["split"] == split]
     cached, unreadable = build_cache(
-        manifest, data.root, cfg.preprocess, data.cache_dir, data.workers
+        manifest, data.root, cfg.preprocess, data.cache_dir, data.workers, data.id_salt
     )
     if problems or unreadable:
         log.warning("Left out %d unusable inputs of %s.", len(problems + unreadable), data.root)

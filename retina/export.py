@@ -5,13 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error
+from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     to_typed(cfg)  # refuses _target_-style keys by name
@@ -21,4 +21,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

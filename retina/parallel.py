@@ -21,6 +21,8 @@ def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> lis
     Workers are spawned, not forked: a fork of a process that already runs TensorFlow's
     threads can deadlock. They import numpy/scikit-image only, never TensorFlow.
     """
+    if not jobs:
+        return []  # no empty progress bar
     workers = workers or cpu_count()
     progress = dict(total=len(jobs), desc=what, unit="img", mininterval=1.0)
     # Inside a joblib (loky) worker of a parallel sweep, spawned children fail to start

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error
+from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     to_typed(cfg)  # refuses _target_-style keys by name
@@ -25,8 +25,9 @@ def main(cfg: DictConfig) -> None:
         cfg.output_dir or None,
         cfg.batch_size,
         cfg.tta,
+        cfg.paths_in_outputs,
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

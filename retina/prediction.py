@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from retina.checkpoint.read import read_operating_points
-from retina.config import OperatingPoint, require_choice
+from retina.config import OperatingPoint, PathsInOutputs, require_choice
 from retina.data.cache import build_cache
+from retina.data.privacy import record_paths, scan_pseudonym
 from retina.data.sources import IMAGE_SUFFIXES
 from retina.errors import DataError
 from retina.files import write_atomically
@@ -66,36 +67,45 @@ def predict_scans(
     output_dir: str | Path | None = None,
     batch_size: int = 64,
     tta: bool = False,
+    paths_in_outputs: str = PathsInOutputs.pseudonymise,
 ) -> Path:
     """Writes ``predictions.csv`` (one row per readable scan) and ``unreadable.csv`` into
-    ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path."""
+    ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path.
+
+    With ``paths_in_outputs=pseudonymise`` (the default) both name each scan by a
+    pseudonymous ``scan_id``; ``<data.cache_dir>/scan_paths.csv`` maps ids to files.
+    """
     operating_point = require_choice("operating_point", operating_point, OperatingPoint)
+    private = require_choice("paths_in_outputs", paths_in_outputs, PathsInOutputs) != "keep"
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
-    thresholds = read_operating_points(path)
+    threshold = read_operating_points(path)[operating_point]
     root, files = list_inputs(Path(input_path))
     rows, problems = _readable(root, files)
-    cached, unreadable = build_cache(rows, root, cfg.preprocess, cfg.data.cache_dir)
+    cache_dir, salt = cfg.data.cache_dir, cfg.data.id_salt
+    cached, unreadable = build_cache(rows, root, cfg.preprocess, cache_dir, salt=salt)
     rows = rows[cached != ""].assign(cache_path=cached[cached != ""])
+    if rows.empty:
+        raise DataError(
+            f"input={input_path}: no readable scan among {len(files)} file(s) "
+            f"({IMAGE_SUFFIXES} in a folder, a CSV with a path column, or one scan)."
+        )
     probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
-    table = _prediction_rows(rows, probabilities, thresholds[operating_point], operating_point)
-    out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(
-        out_dir / PREDICTIONS_FILE,
-        lambda file: table.to_csv(file, index=False, float_format="%.6f"),
-    )
+    table = _prediction_rows(rows, probabilities, threshold, operating_point)
     unusable = pd.DataFrame(problems + unreadable, columns=["path", "reason"])
-    write_atomically(out_dir / UNREADABLE_FILE, lambda file: unusable.to_csv(file, index=False))
+    if private:
+        table, unusable = (_pseudonymised(t, cfg, root) for t in (table, unusable))
+    out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
+    _write_tables(out_dir, {PREDICTIONS_FILE: table, UNREADABLE_FILE: unusable})
     log.info(
         "%d scans predicted with %s (operating point %s, threshold %.4f), %d referred; %d "
         "unreadable -> %s",
         len(table),
         path.name,
         operating_point,
-        thresholds[operating_point],
+        threshold,
         int(table["referred"].sum()),
-        len(problems) + len(unreadable),
+        len(unusable),
         out_dir,
     )
     return out_dir / PREDICTIONS_FILE
@@ -108,3 +118,21 @@ def _prediction_rows(rows, probabilities, threshold: float, operating_point: str
     table["threshold"] = threshold
     table["referred"] = (table["referable_probability"] >= threshold).astype(int)
     return table
+
+
+def _pseudonymised(table: pd.DataFrame, cfg, root: Path) -> pd.DataFrame:
+    """``table`` with its path column replaced by scan ids, which the lookup beside the
+    cache maps back to the files."""
+    ids = [scan_pseudonym(p, cfg.data.id_salt) for p in table["path"]]
+    named = table.assign(path=ids).rename(columns={"path": "scan_id"})
+    if len(table):
+        record_paths(cfg.data.cache_dir, root, table.assign(scan_id=ids))
+    return named
+
+
+def _write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        write_atomically(
+            out_dir / name, lambda file, t=table: t.to_csv(file, index=False, float_format="%.6f")
+        )

@@ -75,6 +75,14 @@ def estimate_radius(image: np.ndarray) -> float:
     return radius if radius >= 1 else image.shape[0] / 2
 
 
+BEN_GRAHAM_SURROUND = 128  # Ben Graham's recipe paints the outside of the field mid-grey
+
+
+def surround_value(cfg: PreprocessConfig) -> int:
+    """The value of the cached images' pixels outside the field of view."""
+    return BEN_GRAHAM_SURROUND if cfg.ben_graham else 0
+
+
 def ben_graham(image: np.ndarray, radius: float, mask_ratio: float = 0.9) -> np.ndarray:
     """Ben Graham's local-average colour subtraction (Kaggle DR 2015; TFDS "btgraham").
 
@@ -98,7 +106,7 @@ def ben_graham(image: np.ndarray, radius: float, mask_ratio: float = 0.9) -> np.
     centre_row, centre_col = height // 2, width // 2
     rows, cols = np.ogrid[:height, :width]
     outside = (rows - centre_row) ** 2 + (cols - centre_col) ** 2 > keep**2
-    out[outside] = 128
+    out[outside] = BEN_GRAHAM_SURROUND
     out = out[
         max(centre_row - keep, 0) : centre_row + keep, max(centre_col - keep, 0) : centre_col + keep
     ]

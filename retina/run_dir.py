@@ -25,9 +25,11 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from retina.config import RunConfig, to_typed
+from retina.config import RunConfig, refuse_instantiate_keys, to_typed
 from retina.errors import DataError
 from retina.files import read_json, write_atomically, write_json
 
@@ -78,12 +80,24 @@ def load_run_config(path: str | Path) -> RunConfig:
     """A run's saved config (``<run_dir>`` or its ``config.yaml``) as a validated
     ``RunConfig``, with keys from older versions moved to where they live now."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or not path.suffix:
         path = path / CONFIG_FILE
     if not path.is_file():
-        raise DataError(f"{path} not found: run_dir must be a training run directory.")
-    saved = migrate_moved_keys(OmegaConf.load(path))
-    return to_typed(OmegaConf.merge(OmegaConf.structured(RunConfig), saved))
+        raise DataError(
+            f"{path} not found: run_dir must be a training run directory (the folder "
+            "python -m retina.train wrote, with config.yaml and latest/ in it)."
+        )
+    try:
+        saved = OmegaConf.load(path)
+        refuse_instantiate_keys(OmegaConf.to_container(saved))
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), migrate_moved_keys(saved))
+        return to_typed(merged)
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise DataError(
+            f"{path} is not a config this program wrote ({type(error).__name__}: "
+            f"{first_line}); nothing in it was run. Restore the run's config.yaml, or retrain."
+        ) from None
 
 
 def migrate_moved_keys(saved):

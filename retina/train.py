@@ -6,13 +6,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error
+from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
 
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     from retina.training.loop import train  # TensorFlow loads after Hydra parsed the CLI
@@ -22,4 +22,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main)

@@ -130,9 +130,11 @@ def bench_checkpoint(args) -> dict:
 
 
 def _decode_only(path) -> tuple:
-    from retina.data.cache import load_image
+    from retina.data.images import read_image_rgb
 
-    return load_image(path).shape  # the array stays in the worker, as the cache's does
+    return read_image_rgb(
+        path, "benchmark"
+    ).shape  # the array stays in the worker, as the cache's does
 
 
 def bench_data(args) -> dict:
@@ -376,7 +378,7 @@ def _augment_preset(name: str):
 
     from retina.config import AugmentConfig
 
-    preset = OmegaConf.load(ROOT / "conf" / "augment" / f"{name}.yaml")
+    preset = OmegaConf.load(ROOT / "retina" / "conf" / "augment" / f"{name}.yaml")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AugmentConfig), preset))
 
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from retina.config import RunConfig, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "retina" / "conf"
 
 register_configs()
 

@@ -150,6 +150,7 @@ def test_separate_test_csv_is_the_test_split(tmp_path):
         labels_csv="train.csv",
         test_labels_csv="test.csv",
         patient_column="patient",
+        paths_in_outputs="keep",  # scan ids are then the file names
     )
     manifest, problems = build_manifest(cfg)
     assert not problems and len(manifest) == 24

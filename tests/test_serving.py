@@ -43,7 +43,13 @@ def mixed_folder(run, shared_data, tmp_path_factory):
 
 
 def test_predict_on_a_mixed_folder_lists_readable_and_unreadable(run, mixed_folder):
-    result = run_module("retina.predict", f"run_dir={run}", f"input={mixed_folder}", cwd=run.parent)
+    result = run_module(
+        "retina.predict",
+        f"run_dir={run}",
+        f"input={mixed_folder}",
+        "paths_in_outputs=keep",  # the assertions below read the paths
+        cwd=run.parent,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = pd.read_csv(run / "predict" / "predictions.csv")
     unreadable = pd.read_csv(run / "predict" / "unreadable.csv")

@@ -1,6 +1,7 @@
 """The first slice end to end, through the real entry points: train, resume, evaluate."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,19 @@ def test_mixed_float16_trains_and_checkpoints_the_loss_scale(tmp_path, shared_da
         value = reader.get_tensor(key)
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             assert np.isfinite(value).all(), key
+
+
+# TensorFlow's C++ log lines (glog format), and the start-up lines it prints before its
+# logging starts; Python's own warning display (file:line: Category: message).
+CPP_LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\]", re.MULTILINE)
+START_UP_LINES = ("absl::InitializeLog", "cuInit", "cuda drivers", "oneDNN", "rebuild TensorFlow")
+RAW_WARNING = re.compile(r"\.py:\d+: \w*Warning")
+
+
+def test_the_console_shows_no_tensorflow_start_up_lines_and_no_raw_warnings(resumed_run):
+    for output in (resumed_run["first"], resumed_run["second"]):
+        assert not CPP_LOG_LINE.search(output), CPP_LOG_LINE.search(output).group(0)
+        assert not [line for line in START_UP_LINES if line in output]
+        assert not RAW_WARNING.search(output)
+        assert "0img" not in output  # no empty progress bar
+        assert "Training steps" in output  # the real log is there

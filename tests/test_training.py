@@ -239,15 +239,89 @@ def test_gradient_clipping_bounds_the_update(tmp_path, shared_data):
     assert change == pytest.approx(clip, rel=1e-3)
 
 
+def _scalar_values(run_dir, tag: str) -> dict[int, float]:
+    values = {}
+    for path in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
 def test_steps_per_execution_changes_nothing_but_the_call_count(tmp_path, shared_data):
     losses = {}
-    for every in (1, 3):
+    for every in (1, 4):
         run_dir = tmp_path / f"every-{every}"
-        overrides = ["train.deterministic=true", f"train.steps_per_execution={every}", NO_EVAL]
+        overrides = [
+            "train.deterministic=true",
+            f"train.steps_per_execution={every}",
+            "train.log_every_steps=3",
+            NO_EVAL,
+        ]
         train(smoke_config(shared_data, overrides), run_dir)
         losses[every] = pd.read_csv(run_dir / "steps.csv")
-    pd.testing.assert_frame_equal(losses[1], losses[3])
+    pd.testing.assert_frame_equal(losses[1], losses[4])
     assert len(losses[1]) == 10
+    # TensorBoard: at the exact multiples of 3, though calls of 4 steps end at 4, 5, 9, 10;
+    # each value the mean loss of the steps since the previous one.
+    written = _scalar_values(tmp_path / "every-4", "train/loss")
+    assert sorted(written) == [3, 6, 9]
+    step_losses = losses[4].set_index("step")["loss"]
+    for step, (first, last) in zip([3, 6, 9], [(1, 3), (4, 6), (7, 9)], strict=True):
+        assert written[step] == pytest.approx(step_losses.loc[first:last].mean(), rel=1e-6)
+    assert sorted(_scalar_values(tmp_path / "every-4", "learning_rate/all")) == [3, 6, 9]
+
+
+def test_the_schedule_follows_the_global_step_when_steps_are_skipped(tmp_path, shared_data):
+    session = _session(
+        tmp_path,
+        shared_data,
+        "train.precision=mixed_float16",
+        "schedule=warmup_cosine",
+        "schedule.warmup_epochs=1",
+    )
+    optimizer = session.state.optimizers["all"]
+    run = session.train_function(0)
+    run(session.iterator, 1)
+    optimizer.dynamic_scale.assign(2.0**40)  # overflows: the next steps are skipped
+    run(session.iterator, 2)
+    step, applied = int(session.state.step.numpy()), int(optimizer.iterations.numpy())
+    assert step == 3 and applied < step
+    cfg = session.cfg
+    expected = cfg.optimizer.learning_rate * float(
+        schedule_factor(cfg.schedule, step, session.steps_per_epoch, session.total_steps)
+    )
+    lagging = cfg.optimizer.learning_rate * float(
+        schedule_factor(cfg.schedule, applied, session.steps_per_epoch, session.total_steps)
+    )
+    assert float(optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx(lagging, rel=1e-3)  # warm-up: the rate still rises
+
+
+def test_rotation_fills_with_the_preprocessing_surround(tmp_path, shared_data):
+    """Ben Graham's preprocessing paints the surround grey 128: rotated corners too."""
+    from retina.config import AugmentConfig, PreprocessConfig
+    from retina.data.augment import augment_image
+    from retina.preprocess import surround_value
+
+    assert surround_value(PreprocessConfig(ben_graham=True)) == 128
+    assert surround_value(PreprocessConfig()) == 0
+    grey = tf.fill([32, 32, 3], tf.constant(128, tf.uint8))
+    rotate = AugmentConfig(flip=False, rotation_degrees=45.0)
+    seed = tf.constant([1, 2], tf.int64)
+    assert int(augment_image(grey, seed, rotate, background=128)[0, 0, 0]) == 128
+    assert int(augment_image(grey, seed, rotate)[0, 0, 0]) == 0
+    session = _session(
+        tmp_path,
+        shared_data,
+        "preprocess=ben_graham",
+        "augment.rotation_degrees=45",
+        "augment.flip=false",
+    )
+    images, _ = next(session.iterator)
+    corners = images.numpy()[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners == 128).mean() > 0.9, corners
 
 
 def test_jit_compiled_step_trains(tmp_path, shared_data):
@@ -327,8 +401,9 @@ def test_every_option_together_trains_and_tensorboard_continues_across_resume(
     assert math.isfinite(first["referable_auc"]) and math.isfinite(second["referable_auc"])
     scalars = _scalars(tmp_path)
     assert scalars["val/referable_auc"] == [5, 10]
-    # Written where a compiled call of 2 steps passed a multiple of 2; epochs hold 5 steps.
-    assert scalars["train/loss"] == [2, 4, 7, 9, 10]
+    # Compiled calls of 2 steps in epochs of 5 steps end at 2, 4, 5, 7, 9, 10; the training
+    # scalars are written at the exact multiples of 2 among them.
+    assert scalars["train/loss"] == [2, 4, 6, 8, 10]
     assert {"learning_rate/all", "train/images_per_s", "epoch/skipped_steps"} <= set(scalars)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from retina.files import file_sha256
+from retina.run_dir import LATEST_DIR
 
 SIDECAR_SUFFIX = ".meta.json"
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
@@ -52,6 +53,11 @@ def complete_prefixes(folder: Path) -> list[Path]:
         if match:
             found.append((int(match.group(1)), sidecar.with_name(match.group(0))))
     return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a saved state to resume from (complete or damaged)."""
+    return any((Path(run_dir) / LATEST_DIR).glob(f"ckpt-*{SIDECAR_SUFFIX}"))
 
 
 def damage(prefix: Path) -> str | None:

@@ -90,6 +90,14 @@ def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:
         candidates = [run_dir / LATEST_DIR / name, run_dir / BEST_DIR / name]
         found = next((p for p in candidates if sidecar_path(p).exists()), None)
     if found is None:
+        existing = [
+            p.name for folder in (LATEST_DIR, BEST_DIR) for p in complete_prefixes(run_dir / folder)
+        ]
+        if existing:
+            raise CheckpointError(
+                f"no checkpoint {name!r} in {run_dir}; it has latest, best and "
+                f"{sorted(set(existing), key=lambda n: int(n.split('-')[1]))}."
+            )
         raise CheckpointError(
             f"no checkpoint {name!r} in {run_dir}; train the run first "
             "(python -m retina.train hydra.run.dir=<run_dir>)."

@@ -62,6 +62,8 @@ class TrainingState:
         keep_best: slots of the best-checkpoint ledger.
         lr_scale: the checkpointed multiplier of every learning rate (a rollback halves it).
         ema: the weight average (``retina.training.ema.WeightAverage``), if the run keeps one.
+        step: the step counter, when something built before the state (the learning-rate
+            schedules) reads it; else a new one.
     """
 
     def __init__(
@@ -73,13 +75,14 @@ class TrainingState:
         keep_best: int = 3,
         lr_scale: tf.Variable | None = None,
         ema=None,
+        step: tf.Variable | None = None,
     ):
         self.model = model
         self.optimizers = optimizers
         self.iterator = iterator
         self.ema = ema
         self._finite_check = None
-        self.step = _untrainable(0, tf.int64, "step")
+        self.step = step if step is not None else _untrainable(0, tf.int64, "step")
         self.epoch = _untrainable(0, tf.int64, "epoch")
         # Steps the loss-scale optimizer skipped (non-finite gradients), over the whole run.
         self.skipped_steps = _untrainable(0, tf.int64, "skipped")

@@ -46,18 +46,21 @@ def random_flips(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_up_down(image, seeds[1])
 
 
-def random_rotation(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf.Tensor:
+def random_rotation(
+    image: tf.Tensor, seed: tf.Tensor, max_degrees: float, fill: int = 0
+) -> tf.Tensor:
     """Rotation about the image centre by an angle uniform in [-max_degrees, max_degrees].
 
     The camera's roll and the patient's head tilt vary from photograph to photograph, and
     the field of view is a disc, so a rotated fundus is as plausible as the original.
-    Bilinear interpolation; corners that come from outside the image are filled black,
-    matching the surround.
+    Bilinear interpolation; corners that come from outside the image are filled with
+    ``fill``, the surround's value (black, or grey 128 after Ben Graham preprocessing).
 
     Args:
         image: uint8 (H, W, 3) image.
         seed: shape-[2] integer seed.
         max_degrees: largest rotation either way, in degrees.
+        fill: the value of the pixels outside the field of view.
 
     Returns:
         The rotated uint8 image, same shape.
@@ -89,7 +92,7 @@ def random_rotation(image: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf
         images=tf.cast(image, tf.float32)[tf.newaxis],
         transforms=transform[tf.newaxis],
         output_shape=size,
-        fill_value=0.0,
+        fill_value=float(fill),
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )[0]
@@ -216,7 +219,9 @@ def validate_augment_config(cfg: AugmentConfig) -> None:
             raise ConfigError(f"augment.{key}={value}; use a value in {shown}.")
 
 
-def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+def augment_image(
+    image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, background: int = 0
+) -> tf.Tensor:
     """The configured augmentations in order: flips, rotation, crop, colour.
 
     Geometry comes first so that the colour op's surround mask also covers the black
@@ -226,6 +231,9 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
         image: uint8 (H, W, 3) image with H == W.
         seed: shape-[2] integer seed, ``(run seed, element index)`` in training.
         cfg: The ``augment`` config group.
+        background: the value of the pixels outside the field of view, which rotation
+            fills in (``retina.preprocess.surround_value``). The resized crop stays inside
+            the image and needs no fill.
 
     Returns:
         The augmented uint8 image, same shape.
@@ -238,7 +246,7 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.T
     if cfg.flip:
         image = random_flips(image, seeds[0])
     if cfg.rotation_degrees > 0:
-        image = random_rotation(image, seeds[1], cfg.rotation_degrees)
+        image = random_rotation(image, seeds[1], cfg.rotation_degrees, background)
     if cfg.crop_scale_min < 1:
         image = random_resized_crop(image, seeds[2], cfg.crop_scale_min)
     if max(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue) > 0:

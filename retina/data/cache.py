@@ -11,13 +11,12 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from retina.config import PreprocessConfig
-from retina.data.dicom import read_dicom_rgb
+from retina.config import DataConfig, PreprocessConfig
+from retina.data.images import read_image_rgb
 from retina.errors import DataError
 from retina.files import file_sha256, text_sha256, write_atomically
 from retina.parallel import run_parallel
@@ -27,18 +26,6 @@ GRADABILITY_KEY = "retina-gradability"
 # Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
 # output, so no run mixes images preprocessed by two versions of the code.
 PREPROCESS_VERSION = 2
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Any supported scan (PNG/JPEG/TIFF/DICOM) as an (H, W, 3) uint8 RGB array."""
-    path = Path(path)
-    if path.suffix.lower() == ".dcm":
-        return read_dicom_rgb(path)[0]
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except Exception as error:
-        raise DataError(f"{path}: cannot decode the image ({type(error).__name__}).") from None
 
 
 def config_key(cfg: PreprocessConfig) -> str:
@@ -53,6 +40,7 @@ def build_cache(
     cfg: PreprocessConfig,
     cache_dir: str | Path,
     workers: int = 0,
+    salt: str = DataConfig.id_salt,
 ) -> tuple[pd.Series, list[dict]]:
     """Preprocesses every scan not yet cached, in parallel, and returns the cached paths.
 
@@ -62,6 +50,7 @@ def build_cache(
         cfg: the preprocessing to apply.
         cache_dir: root of the cache; one folder per preprocessing config inside.
         workers: processes to use; 0 means one per core.
+        salt: ``data.id_salt``, for the pseudonyms the DICOM reader derives.
 
     Returns:
         The cached PNG path of each manifest row, aligned with the manifest's index ("" where
@@ -71,10 +60,10 @@ def build_cache(
     folder.mkdir(parents=True, exist_ok=True)
     sources = [Path(data_root) / p for p in manifest["path"]]
     targets = [folder / f"{file_sha256(s)}.png" for s in sources]
-    todo = [(s, t, cfg) for s, t in zip(sources, targets, strict=True) if not t.exists()]
+    todo = [(s, t, cfg, salt) for s, t in zip(sources, targets, strict=True) if not t.exists()]
     failures = dict(
         zip(
-            (t for _, t, _ in todo),
+            (job[1] for job in todo),
             run_parallel(_cache_one, todo, workers, "preprocessing"),
             strict=True,
         )
@@ -88,15 +77,15 @@ def build_cache(
     return pd.Series(paths, index=manifest.index), problems
 
 
-def _cache_one(job: tuple[Path, Path, PreprocessConfig]) -> str | None:
+def _cache_one(job: tuple[Path, Path, PreprocessConfig, str]) -> str | None:
     """Preprocesses one scan into the cache; returns why it could not, or None.
 
     The gradability flags of the source photo travel inside the cached PNG (a text chunk),
     so a cache entry and its flags are written, and found, together.
     """
-    source, target, cfg = job
+    source, target, cfg, salt = job
     try:
-        image = load_image(source)
+        image = read_image_rgb(source, salt)
         flags = gradability_flags(image, cfg.fov_threshold) if cfg.gradability else []
         image = preprocess_fundus(image, cfg)
     except DataError as error:

@@ -31,6 +31,7 @@ class StreamOptions:
     deterministic: bool = True
     worker_index: int = 0  # this worker's slice of every global batch ...
     num_workers: int = 1  # ... out of this many (trainer.strategy=multi_worker)
+    background: int = 0  # the cached images' surround, which augmentation fills in
 
 
 def decode_cached(path: tf.Tensor) -> tf.Tensor:
@@ -117,7 +118,8 @@ def make_train_dataset(
         else:
             image = decode_cached(tf.gather(path_table, index))
         if augment is not None:
-            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), position]), augment)
+            element_seed = tf.stack([tf.cast(seed, tf.int64), position])
+            image = augment_image(image, element_seed, augment, options.background)
         return image, tf.gather(label_table, index)
 
     dataset = dataset.unbatch().map(

@@ -9,6 +9,7 @@ import pandas as pd
 
 from retina.config import OnError, RunConfig, require_choice
 from retina.data.cache import build_cache, gradability_of
+from retina.data.privacy import pseudonymises, record_paths, recorded_paths, redact_problems
 from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
@@ -29,37 +30,66 @@ def prepare_run_data(
     stops before training, ``skip`` goes on without those scans.
     """
     require_choice("data.on_error", cfg.data.on_error, OnError)
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / MANIFEST_FILE
+    run_dir, private = Path(run_dir), pseudonymises(cfg.data)
     if cfg.data.layout == "synthetic":
         ensure_synthetic_dataset(cfg.data.root, cfg.data.synthetic, cfg.data.workers)
-    fresh = not manifest_path.exists()
+    fresh = not (run_dir / MANIFEST_FILE).exists()
     if fresh:  # every split is cached, so the saved manifest lists only usable scans
         manifest, problems = build_manifest(cfg.data)
     else:
-        manifest, problems = read_manifest(run_dir), []
-        manifest = manifest[manifest["split"].isin(splits)].copy()
+        manifest, problems = _saved_manifest(cfg, run_dir, splits, private), []
     manifest["cache_path"], unreadable = build_cache(
-        manifest, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers
+        manifest,
+        cfg.data.root,
+        cfg.preprocess,
+        cfg.data.cache_dir,
+        cfg.data.workers,
+        cfg.data.id_salt,
     )
     problems += unreadable
+    if (manifest["cache_path"] == "").all():
+        raise DataError(
+            f"none of the {len(manifest)} scans under data.root={cfg.data.root} could be read "
+            f"(first: {unreadable[0]['reason']}); check the files, or data.layout."
+        )
     manifest = manifest[manifest["cache_path"] != ""].copy()
     manifest["gradability"] = [gradability_of(p) for p in manifest["cache_path"]]
     if problems:
+        problems = redact_problems(problems, cfg.data) if private else problems
         _report_bad_inputs(problems, run_dir, cfg.data.on_error)
     if fresh:
-        _report_gradability(manifest, run_dir)
-        columns = manifest[MANIFEST_COLUMNS]
-        write_atomically(manifest_path, lambda path: columns.to_csv(path, index=False))
-        log.info("Split by patient (saved to %s):\n%s", manifest_path, manifest_summary(manifest))
+        _save_manifest(manifest, cfg, run_dir, private)
     return manifest[manifest["split"].isin(splits)]
 
 
-def _report_gradability(manifest: pd.DataFrame, run_dir: Path) -> None:
+def _saved_manifest(cfg: RunConfig, run_dir: Path, splits, private: bool) -> pd.DataFrame:
+    """The rows of ``splits`` in the run's manifest, their paths from the lookup beside the
+    cache when the manifest holds none (``data.paths_in_outputs``)."""
+    manifest = read_manifest(run_dir)
+    manifest = manifest[manifest["split"].isin(splits)].copy()
+    if private:
+        manifest["path"] = recorded_paths(cfg.data.cache_dir, cfg.data.root, manifest["scan_id"])
+    return manifest
+
+
+def _save_manifest(manifest: pd.DataFrame, cfg: RunConfig, run_dir: Path, private: bool):
+    """``manifest.csv`` (no paths when they are pseudonymised: the lookup beside the cache
+    has them), ``gradability.csv``, and the split in the log."""
+    path = run_dir / MANIFEST_FILE
+    columns = manifest[MANIFEST_COLUMNS]
+    if private:
+        record_paths(cfg.data.cache_dir, cfg.data.root, manifest)
+        columns = columns.assign(path="")
+    _report_gradability(manifest, run_dir, "scan_id" if private else "path")
+    write_atomically(path, lambda file: columns.to_csv(file, index=False))
+    log.info("Split by patient (saved to %s):\n%s", path, manifest_summary(manifest))
+
+
+def _report_gradability(manifest: pd.DataFrame, run_dir: Path, name_column: str) -> None:
     """Lists scans that look ungradable (kept for training; a reader may want to know)."""
     flagged = manifest[manifest["gradability"] != ""]
     if len(flagged):
-        listed = flagged[["path", "gradability"]]
+        listed = flagged[[name_column, "gradability"]]
         write_atomically(run_dir / GRADABILITY_FILE, lambda path: listed.to_csv(path, index=False))
         log.warning(
             "%d scans look ungradable (%s); listed in %s.",
@@ -71,7 +101,8 @@ def _report_gradability(manifest: pd.DataFrame, run_dir: Path) -> None:
 
 def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> None:
     path = run_dir / BAD_INPUTS_FILE
-    table = pd.DataFrame(problems, columns=["path", "reason", "table", "row"])
+    first = "scan_id" if "scan_id" in problems[0] else "path"
+    table = pd.DataFrame(problems, columns=[first, "reason", "table", "row"])
     table.to_csv(path, mode="a", header=not path.exists(), index=False)
     reasons = table["reason"].str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
     if on_error == OnError.fail:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from retina.config import DataConfig
+from retina.data.privacy import pseudonymises, scan_pseudonym
 from retina.data.synthetic import LABELS_FILE
 from retina.errors import DataError
 from retina.files import text_sha256
@@ -43,7 +44,14 @@ def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     """
     if cfg.layout not in LAYOUTS:
         raise DataError(f"data.layout={cfg.layout!r} is not known; use one of {sorted(LAYOUTS)}.")
+    if not Path(cfg.root).is_dir():
+        raise DataError(
+            f"data.root={cfg.root} is not a folder; point it at the folder that holds the "
+            f"{cfg.layout} data (python -m retina.train data={cfg.layout} data.root=<folder>)."
+        )
     manifest, problems = LAYOUTS[cfg.layout](cfg)
+    if pseudonymises(cfg):  # the folder names may name patients: ids from the paths instead
+        manifest["scan_id"] = [scan_pseudonym(path, cfg.id_salt) for path in manifest["path"]]
     if manifest.empty:
         raise DataError(f"no usable scan under {cfg.root} ({len(problems)} rows with problems).")
     given = manifest["split"]
@@ -59,13 +67,13 @@ def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     return manifest[MANIFEST_COLUMNS], problems
 
 
-def _read_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
+def _read_table(path: Path, columns: list[str], what: str, hint: str = "") -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: data.root must hold {what}.")
     # Strings first: ids such as "00123" or "NA" must survive as written.
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
-    _require_columns(table, columns, path)
+    _require_columns(table, columns, path, hint)
     return table
 
 
@@ -245,9 +253,10 @@ def _read_folder(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
 def _read_folder_table(cfg: DataConfig, csv_name: str, forced_split: str | None):
     root = Path(cfg.root)
     labels_path = root / csv_name
-    table = _read_table(labels_path, [cfg.path_column, cfg.label_column], csv_name)
+    hint = "name its columns with data.path_column, data.label_column (and data.patient_column)"
+    table = _read_table(labels_path, [cfg.path_column, cfg.label_column], csv_name, hint)
     optional = [cfg.patient_column, cfg.eye_column, cfg.split_column]
-    _require_columns(table, [c for c in optional if c], labels_path)
+    _require_columns(table, [c for c in optional if c], labels_path, hint)
     refs = table[cfg.path_column]
     patients = table[cfg.patient_column] if cfg.patient_column else refs
     eyes = table[cfg.eye_column] if cfg.eye_column else [""] * len(table)
@@ -287,10 +296,13 @@ def confined_path(root: Path, relative: str) -> str:
     return str(Path(relative))
 
 
-def _require_columns(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+def _require_columns(table: pd.DataFrame, columns: list[str], path: Path, hint: str = "") -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise DataError(f"{path} lacks the column(s) {missing}; it has {list(table.columns)}.")
+        advice = f" ({hint})" if hint else ""
+        raise DataError(
+            f"{path} lacks the column(s) {missing}; it has {list(table.columns)}{advice}."
+        )
 
 
 def _find_image(root: Path, folder: Path, scan_id: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 from tqdm import tqdm
 
-from retina.checkpoint.files import fault_point
+from retina.checkpoint.files import fault_point, has_checkpoints
 from retina.checkpoint.lock import RunLock
 from retina.checkpoint.read import find_checkpoint
 from retina.checkpoint.state import weights_fingerprint
@@ -65,8 +65,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     """
     # --- Set-up: choices checked, paths made absolute, the strategy created first (the
     # multi-worker strategy must precede any other TensorFlow work in the process).
-    check_run_choices(cfg)
     run_dir, started = Path(run_dir), time.perf_counter()
+    check_run_choices(cfg, resuming=has_checkpoints(run_dir))
     cfg = with_absolute_paths(cfg)
     placement = build_placement(cfg.trainer)
     if not placement.is_chief:

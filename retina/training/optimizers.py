@@ -47,6 +47,7 @@ class RateSetup:
     steps_per_epoch: int
     total_steps: int
     scale: tf.Variable  # checkpointed; a rollback halves it
+    global_step: tf.Variable | None = None  # the run's step counter (else each optimizer's own)
 
 
 def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str = "optimizer"):
@@ -58,7 +59,12 @@ def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str
     if spec.clip_global_norm < 0:
         raise ConfigError(f"{key}.clip_global_norm={spec.clip_global_norm}; use >= 0 (0: off).")
     rate = ScheduledRate(
-        spec.learning_rate, rates.schedule, rates.steps_per_epoch, rates.total_steps, rates.scale
+        spec.learning_rate,
+        rates.schedule,
+        rates.steps_per_epoch,
+        rates.total_steps,
+        rates.scale,
+        rates.global_step,
     )
     optimizer = OPTIMIZERS[name](spec, rate, spec.clip_global_norm or None)
     if uses_loss_scaling(policy):

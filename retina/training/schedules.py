@@ -45,16 +45,34 @@ def schedule_factor(cfg: ScheduleConfig, step, steps_per_epoch: int, total_steps
 
 
 class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
-    """``base_rate x schedule_factor(step) x scale`` for one optimizer."""
+    """``base_rate x schedule_factor(step) x scale`` for one optimizer.
 
-    def __init__(self, base_rate, cfg, steps_per_epoch, total_steps, scale: tf.Variable):
+    With ``global_step`` (the training state's step counter) the schedule follows it, not
+    the optimizer's own ``iterations``: under mixed_float16 a skipped step does not advance
+    ``iterations``, and the schedule would fall behind the run.
+    """
+
+    def __init__(
+        self,
+        base_rate,
+        cfg,
+        steps_per_epoch,
+        total_steps,
+        scale: tf.Variable,
+        global_step: tf.Variable | None = None,
+    ):
         self.base_rate = base_rate
         self.cfg = cfg
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = total_steps
         self.scale = scale
+        self.global_step = global_step
 
     def __call__(self, step):
+        return self.rate_at(self.global_step if self.global_step is not None else step)
+
+    def rate_at(self, step):
+        """The rate of the step with 0-based index ``step``."""
         factor = schedule_factor(self.cfg, step, self.steps_per_epoch, self.total_steps)
         return self.base_rate * factor * self.scale
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 from tensorflow.python.framework import config as tf_config
 
-from retina.checkpoint.files import SIDECAR_SUFFIX
+from retina.checkpoint.files import has_checkpoints
 from retina.checkpoint.read import resolve_checkpoint, restore_weights
 from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
@@ -32,7 +32,7 @@ from retina.files import text_sha256
 from retina.inference import make_predict_step, predict_dataset
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
-from retina.run_dir import LATEST_DIR
+from retina.preprocess import surround_value
 from retina.training.distribute import (
     Placement,
     adapt_to_replicas,
@@ -140,7 +140,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
 
     # Model and state: restore order 1-3. A resumed run's weights all come from the
     # checkpoint, so pretrained ones are neither loaded nor fetched.
-    resuming = any((run_dir / LATEST_DIR).glob(f"*{SIDECAR_SUFFIX}"))
+    resuming = has_checkpoints(run_dir)
     with placement.strategy.scope():
         state, groups = build_training_state(
             cfg, train_rows, steps_per_epoch, policy, resuming=resuming, placement=placement
@@ -208,9 +208,9 @@ def build_training_state(
     )
     if placement.num_replicas > 1:
         adapt_to_replicas(model, cfg.trainer.sync_batchnorm)
-    rates = RateSetup(
-        cfg.schedule, steps_per_epoch, cfg.train.epochs * steps_per_epoch, tf.Variable(1.0)
-    )
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    total_steps = cfg.train.epochs * steps_per_epoch
+    rates = RateSetup(cfg.schedule, steps_per_epoch, total_steps, tf.Variable(1.0), step)
     optimizers = build_optimizers(cfg.optimizer, policy, rates)
     groups = variable_groups(model, list(optimizers))
     build_all(optimizers, groups)  # restore order 2
@@ -220,6 +220,7 @@ def build_training_state(
         cfg.train.deterministic,
         placement.worker_index,
         placement.num_workers,
+        background=surround_value(cfg.preprocess),
     )
     dataset = make_train_dataset(
         train_rows["cache_path"].tolist(),
@@ -236,6 +237,7 @@ def build_training_state(
         keep_best=cfg.checkpoint.keep_best,
         lr_scale=rates.scale,
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None,
+        step=step,
     )
     return state, groups
 

@@ -14,13 +14,24 @@ import tensorflow as tf
 from retina.checkpoint.state import VALIDATION_METRICS
 from retina.run_dir import TENSORBOARD_DIR
 from retina.training.cadence import is_due
+from retina.training.schedules import ScheduledRate
 
 
-def optimizer_scalars(optimizers: dict) -> dict[str, float]:
-    """Current learning rate, and loss scale under mixed_float16, of each optimizer."""
+def learning_rate_at(optimizer, step: int) -> float:
+    """The learning rate ``optimizer`` used for (1-based) training step ``step``."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    schedule = inner._learning_rate  # where Keras 3 keeps the schedule object
+    if isinstance(schedule, ScheduledRate):
+        return float(schedule.rate_at(step - 1))
+    return float(optimizer.learning_rate)
+
+
+def optimizer_scalars(optimizers: dict, step: int) -> dict[str, float]:
+    """Learning rate at ``step``, and the current loss scale under mixed_float16, of each
+    optimizer."""
     values = {}
     for name, optimizer in optimizers.items():
-        values[f"learning_rate/{name}"] = float(optimizer.learning_rate)
+        values[f"learning_rate/{name}"] = learning_rate_at(optimizer, step)
         if hasattr(optimizer, "dynamic_scale"):
             values[f"loss_scale/{name}"] = float(optimizer.dynamic_scale.numpy())
     return values
@@ -40,14 +51,19 @@ class TensorBoardLog:
                     tf.summary.scalar(tag, value)
 
     def steps(self, step: int, losses: np.ndarray, optimizers: dict, rate, train_cfg) -> None:
-        """After a compiled call that ended at ``step``; writes when a log step was passed."""
-        self._pending.extend(losses.tolist())
-        if not is_due(step, max(train_cfg.log_every_steps, 1), len(losses)):
-            return
-        values = {"train/loss": float(np.nanmean(self._pending)), "train/images_per_s": rate}
-        values.update(optimizer_scalars(optimizers))
-        self._write(step, values)
-        self._pending = []
+        """After a compiled call of ``len(losses)`` steps that ended at ``step``: writes at
+        every multiple of ``train.log_every_steps`` among them, at that exact step, the mean
+        loss since the previous write."""
+        every = max(train_cfg.log_every_steps, 1)
+        for current, loss in enumerate(losses.tolist(), start=step - len(losses) + 1):
+            self._pending.append(loss)
+            if is_due(current, every):
+                values = {"train/loss": float(np.nanmean(self._pending))}
+                values.update(
+                    {"train/images_per_s": rate, **optimizer_scalars(optimizers, current)}
+                )
+                self._write(current, values)
+                self._pending = []
 
     def epoch_end(self, step: int, summary: dict, metrics: dict) -> None:
         names = (*VALIDATION_METRICS, "accuracy")

@@ -34,13 +34,7 @@ def write_ophthalmic_dicom(
     ds.Modality = "OP"
     ds.ImageLaterality = eye
     ds.Laterality = eye
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.Rows, ds.Columns = image.shape[:2]
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(image, np.uint8).tobytes()
+    # Rows, Columns, samples, bit depths and the pixel data, consistent by construction;
+    # the instance UID stays the seeded one, so equal specs give equal files.
+    ds.set_pixel_data(np.asarray(image, np.uint8), "RGB", 8, generate_instance_uid=False)
     ds.save_as(path, enforce_file_format=True)
