@@ -46,6 +46,8 @@ def write_atomically(
         ``path``.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a device such as /dev/null
+        raise ValueError(f"{path} is not a regular file; refusing to replace it.")
     partial = temporary_path(path)
     try:
         if isinstance(content, str):

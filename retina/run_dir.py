@@ -130,15 +130,18 @@ def read_status(run_dir: str | Path) -> dict:
 
 class StepLog:
     """``steps.csv``: one row per training step (step, loss, accuracy, skipped), kept consistent
-    with the checkpoint: rows past the restored step are dropped on resume."""
+    with the checkpoint: rows past the restored step are dropped on resume. With ``path``
+    None (a worker that does not write the run directory) it keeps nothing."""
 
-    def __init__(self, path: Path, restored_step: int):
+    def __init__(self, path: Path | None, restored_step: int):
         self.path = path
         self._handle = None
         self.truncate(restored_step)
 
     def truncate(self, last_step: int) -> None:
         self.close()
+        if self.path is None:
+            return
         rows = []
         if self.path.exists():
             with open(self.path, newline="") as handle:
@@ -151,7 +154,8 @@ class StepLog:
         self._handle = open(self.path, "a", buffering=1)
 
     def write(self, step: int, loss: float, accuracy: float, skipped: bool = False) -> None:
-        self._handle.write(f"{step},{loss!r},{accuracy!r},{int(skipped)}\n")
+        if self._handle is not None:
+            self._handle.write(f"{step},{loss!r},{accuracy!r},{int(skipped)}\n")
 
     def close(self) -> None:
         if self._handle is not None:

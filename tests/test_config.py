@@ -187,3 +187,16 @@ def test_a_config_from_before_the_move_is_read_with_its_values_in_the_new_place(
     points = cfg.operating_points
     assert (points.referable_threshold, points.target_sensitivity) == (0.4, 0.9)
     assert points.target_specificity == 0.95 and not hasattr(cfg.train, "referable_threshold")
+
+
+def test_help_lists_entry_points_groups_and_the_keys_people_change(tmp_path):
+    from conftest import run_module
+
+    result = run_module("retina.train", "--help", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    for entry in ("retina.train", "retina.evaluate", "retina.predict", "retina.export"):
+        assert f"python -m {entry}" in text
+    assert "model: efficientnet_b0, efficientnet_b1" in text and "data: aptos2019" in text
+    keys = [line.split()[0] for line in text.split("The ten keys")[1].splitlines()[1:11]]
+    assert len(keys) == 10 and "train.epochs=30" in keys and "hydra.run.dir=runs/NAME" in keys

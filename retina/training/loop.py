@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -80,7 +79,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
 
         # --- Epochs: the step counter, not a loop index, says where training is, so
         # mid-epoch resumes and rollbacks need no special case.
-        steps_path = run_dir / STEPS_FILE if session.chief else Path(os.devnull)
+        steps_path = run_dir / STEPS_FILE if session.chief else None  # the chief's log only
         rollbacks = 0
         try:
             with (
