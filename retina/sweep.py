@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,6 +50,20 @@ def _test_metrics(job: Path) -> dict:
     }
 
 
+def job_folders(sweep_dir: str | Path) -> list[Path]:
+    """The job folders of a sweep (those with ``.hydra/overrides.yaml``), sorted.
+
+    Walked with ``os.walk``, which skips a folder that vanishes while it looks (TensorFlow's
+    temporary checkpoint folders come and go while other jobs train), and not descending
+    into a job folder once found."""
+    found = []
+    for folder, subfolders, _ in os.walk(sweep_dir):
+        if (Path(folder) / ".hydra" / "overrides.yaml").is_file():
+            found.append(Path(folder))
+            subfolders.clear()
+    return sorted(found)
+
+
 def job_row(job: Path, sweep_dir: Path) -> dict:
     status = read_status(job)
     state = status.get("status", "incomplete")
@@ -72,8 +87,7 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
 def summarize(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: str = "max"):
     """The summary table of every job under ``sweep_dir``, best ``metric`` first."""
     sweep_dir = Path(sweep_dir)
-    jobs = sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
-    table = pd.DataFrame([job_row(job, sweep_dir) for job in jobs])
+    table = pd.DataFrame([job_row(job, sweep_dir) for job in job_folders(sweep_dir)])
     if table.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     if metric in table:

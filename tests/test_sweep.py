@@ -14,6 +14,7 @@ import yaml
 
 from conftest import run_module, smoke_config
 from retina.data.prepare import prepare_run_data
+from retina.sweep import job_folders
 from retina.sweep import main as sweep_main
 
 GRID = ["model.dropout=0.1,0.2", "optimizer.learning_rate=0.001,0.003"]
@@ -34,7 +35,7 @@ def _sweep_args(shared_data, sweep_dir, *extra):
 
 
 def _jobs(sweep_dir):
-    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml"))
+    return job_folders(sweep_dir)
 
 
 def _steps(job) -> int:
