@@ -119,6 +119,7 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
     cached, unreadable = build_cache(
         manifest, data.root, cfg.preprocess, data.cache_dir, data.workers, data.id_salt
     )
+    cached = cached["cache_path"]
     if problems or unreadable:
         log.warning("Left out %d unusable inputs of %s.", len(problems + unreadable), data.root)
     rows = manifest[cached != ""].assign(cache_path=cached[cached != ""])

@@ -84,6 +84,7 @@ def predict_scans(
     rows, problems = _readable(root, files)
     cache_dir, salt = cfg.data.cache_dir, cfg.data.id_salt
     cached, unreadable = build_cache(rows, root, cfg.preprocess, cache_dir, salt=salt)
+    cached = cached["cache_path"]
     rows = rows[cached != ""].assign(cache_path=cached[cached != ""])
     if rows.empty:
         raise DataError(

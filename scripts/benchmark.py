@@ -155,7 +155,7 @@ def bench_data(args) -> dict:
     decode_s = _seconds(lambda: run_parallel(_decode_only, sources, 0, "decode only"))
     cfg = PreprocessConfig(image_size=args.image_size)
     cache_s = _seconds(lambda: build_cache(manifest, work / "scans", cfg, work / "cache"))
-    paths = build_cache(manifest, work / "scans", cfg, work / "cache")[0].tolist()
+    paths = build_cache(manifest, work / "scans", cfg, work / "cache")[0]["cache_path"].tolist()
     batch = 32
     steps = len(paths) // batch
     iterator = iter(make_train_dataset(paths, manifest["grade"].tolist(), batch, seed=0))

@@ -4,6 +4,7 @@ streams whose checkpointed position moves between worker counts)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from retina.checkpoint import find_checkpoint, restore_weights, weights_fingerpr
 from retina.config import TrainerConfig
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.errors import EXIT_PREEMPTED, ConfigError
+from retina.metrics.summary import clinical_metrics
 from retina.models import build_model
 from retina.run_dir import load_run_config
 from retina.training.distribute import (
@@ -145,6 +147,81 @@ def test_only_the_chief_writes_and_the_other_worker_cleans_up(two_workers):
         "multi_worker: 2 replicas on 2 worker(s), this is worker 0 (chief)"
         in (run_dir / "train.log").read_text()
     )
+
+
+VALIDATED = re.compile(r"Validation: (\d+) of (\d+) scans scored on worker (\d)")
+
+
+def test_validation_is_sharded_each_scan_scored_once_with_the_single_process_metrics(
+    two_workers,
+):
+    run_dir = two_workers["run_dir"]
+    counts = {}
+    for log in [run_dir / "train.log", run_dir / "worker1.log"]:
+        for scored, total, worker in VALIDATED.findall(log.read_text()):
+            counts.setdefault(int(worker), []).append((int(scored), int(total)))
+    assert set(counts) == {0, 1} and len(counts[0]) == len(counts[1]) == 2  # two epochs
+    for (first, total), (second, _) in zip(counts[0], counts[1], strict=True):
+        assert first + second == total == 6 and first and second
+    two = pd.read_csv(run_dir / "history.csv")
+    one = pd.read_csv(two_workers["single"] / "history.csv")
+    columns = [c for c in one if c.startswith(("val_", "threshold_"))]
+    np.testing.assert_allclose(two[columns], one[columns], atol=1e-6)
+
+
+SHARDED_SCORING = """
+import json, sys
+from retina.config import TrainerConfig
+from retina.training.distribute import build_placement
+placement = build_placement(TrainerConfig(strategy="multi_worker"))
+from retina.checkpoint.read import find_checkpoint, restore_weights
+from retina.models import build_model, without_pretrained
+from retina.run_dir import load_run_config
+from retina.training.validation import predict_across_replicas
+run, rows, out = sys.argv[1:4]
+cfg = load_run_config(run)
+with placement.strategy.scope():
+    model = build_model(without_pretrained(cfg.model), cfg.preprocess.image_size)
+restore_weights(model, find_checkpoint(run))
+paths, grades = json.load(open(rows))
+_, probabilities = predict_across_replicas(placement, model, paths, grades, 4)
+if placement.is_chief:
+    json.dump(probabilities.tolist(), open(out, "w"))
+"""
+
+
+def test_sharded_scoring_equals_single_process_scoring(two_workers, tmp_path):
+    """One checkpoint scored by two workers, each its share, and by one process."""
+    from retina.data.prepare import prepare_run_data
+    from retina.inference import load_run_model, predict_probabilities
+
+    run_dir = two_workers["run_dir"]
+    cfg, model, _ = load_run_model(run_dir, "latest")
+    rows = prepare_run_data(cfg, run_dir, splits=("val",))
+    paths, grades = rows["cache_path"].tolist(), rows["grade"].tolist()
+    (tmp_path / "rows.json").write_text(json.dumps([paths, grades]))
+    script = tmp_path / "score.py"
+    script.write_text(SHARDED_SCORING)
+    processes = []
+    for tf_config in loopback_tf_configs(2):
+        env = {**os.environ, "TF_CONFIG": tf_config}
+        command = [sys.executable, str(script), str(run_dir), str(tmp_path / "rows.json")]
+        processes.append(
+            subprocess.Popen(
+                [*command, str(tmp_path / "sharded.json")],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for code, output in finish(processes):
+        assert code == 0, output[-3000:]
+    sharded = np.array(json.loads((tmp_path / "sharded.json").read_text()))
+    single = predict_probabilities(model, paths, 4)
+    np.testing.assert_allclose(sharded, single, atol=1e-6)
+    assert clinical_metrics(grades, sharded) == clinical_metrics(grades, single)
 
 
 def test_a_single_process_restores_the_chief_checkpoint_bit_for_bit(two_workers):

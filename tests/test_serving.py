@@ -95,7 +95,8 @@ def test_export_reloads_in_a_fresh_process_and_reproduces_evaluation(run, fmt, t
         import pandas as pd
         cfg = load_run_config("{run}/config.yaml")
         rows = pd.DataFrame({{"path": {list(scans)!r}}})
-        cached, _ = build_cache(rows, cfg.data.root, cfg.preprocess, cfg.data.cache_dir)
+        cached = build_cache(rows, cfg.data.root, cfg.preprocess, cfg.data.cache_dir)[0]
+        cached = cached["cache_path"]
         images = np.stack([tf.io.decode_png(tf.io.read_file(p), channels=3) for p in cached])
         if "{fmt}" == "keras":
             model = keras.saving.load_model("{out_dir}/model.keras")

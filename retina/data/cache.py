@@ -2,12 +2,15 @@
 
 A cached file is named by the SHA-256 of the source file's bytes, inside a folder named
 by the hash of the preprocessing config: a changed scan or a changed config re-does only
-what changed, and the tf.data stream reads nothing but these files.
+what changed, and the tf.data stream reads nothing but these files. The folder's ingest
+index (``retina.data.ingest``) remembers what every source file gave, so an unchanged
+file is never read again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from retina.config import DataConfig, PreprocessConfig
 from retina.data.images import read_image_rgb
+from retina.data.ingest import KEY_COLUMNS, IngestIndex, stat_key
 from retina.errors import DataError
 from retina.files import file_sha256, text_sha256, write_atomically
 from retina.parallel import run_parallel
@@ -41,8 +45,12 @@ def build_cache(
     cache_dir: str | Path,
     workers: int = 0,
     salt: str = DataConfig.id_salt,
-) -> tuple[pd.Series, list[dict]]:
-    """Preprocesses every scan not yet cached, in parallel, and returns the cached paths.
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Ingests every scan the index does not know yet (hash, preprocess, cache), in
+    parallel, and returns where each scan's cached PNG is.
+
+    A scan whose file is unchanged since it was ingested (same size, mtime and inode) and
+    whose cached PNG is intact is not read at all (``retina.data.ingest``).
 
     Args:
         manifest: rows with a ``path`` relative to ``data_root``.
@@ -53,37 +61,72 @@ def build_cache(
         salt: ``data.id_salt``, for the pseudonyms the DICOM reader derives.
 
     Returns:
-        The cached PNG path of each manifest row, aligned with the manifest's index ("" where
-        the scan could not be read), and a problem record (path, reason) for each such scan.
+        A frame aligned with the manifest's index: ``cache_path`` ("" where the scan could
+        not be used) and ``gradability`` (its flags, "" when it looked gradable); and a
+        problem record (path, reason) for each unusable scan.
     """
     folder = Path(cache_dir) / config_key(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    sources = [Path(data_root) / p for p in manifest["path"]]
-    targets = [folder / f"{file_sha256(s)}.png" for s in sources]
-    todo = [(s, t, cfg, salt) for s, t in zip(sources, targets, strict=True) if not t.exists()]
-    failures = dict(
-        zip(
-            (job[1] for job in todo),
-            run_parallel(_cache_one, todo, workers, "preprocessing"),
-            strict=True,
-        )
+    index = IngestIndex(folder)
+    keys = [stat_key(Path(os.path.abspath(Path(data_root) / p))) for p in manifest["path"]]
+    records = {key[0]: index.known(key) for key in keys if key is not None}
+    todo = sorted({key for key in keys if key is not None and records[key[0]] is None})
+    fresh = run_parallel(
+        _ingest_one, [(key, folder, cfg, salt) for key in todo], workers, "ingesting"
     )
-    problems = [
-        {"path": rel, "reason": failures[t]}
-        for rel, t in zip(manifest["path"], targets, strict=True)
-        if failures.get(t)
-    ]
-    paths = ["" if failures.get(t) else str(t) for t in targets]
-    return pd.Series(paths, index=manifest.index), problems
+    index.record(fresh)
+    records.update({record["source"]: record for record in fresh})
+    return _cache_table(manifest, keys, records, folder)
 
 
-def _cache_one(job: tuple[Path, Path, PreprocessConfig, str]) -> str | None:
+def _cache_table(manifest, keys, records: dict, folder: Path) -> tuple[pd.DataFrame, list[dict]]:
+    rows, problems = [], []
+    for relative, key in zip(manifest["path"], keys, strict=True):
+        record = records[key[0]] if key else {"problem": "missing file"}
+        if record["problem"]:
+            problems.append({"path": relative, "reason": record["problem"]})
+            rows.append(("", ""))
+        else:
+            rows.append((str(folder / f"{record['sha256']}.png"), record["gradability"]))
+    table = pd.DataFrame(rows, columns=["cache_path", "gradability"], index=manifest.index)
+    return table, problems
+
+
+def _ingest_one(job: tuple) -> dict:
+    """One source file into the cache (in a worker process): its index record."""
+    key, folder, cfg, salt = job
+    source = Path(key[0])
+    record = dict(zip(KEY_COLUMNS, key, strict=True), sha256="", cached_bytes=0)
+    try:
+        record["sha256"] = file_sha256(source)
+    except OSError as error:
+        return {**record, "gradability": "", "problem": f"unreadable file ({type(error).__name__})"}
+    target = folder / f"{record['sha256']}.png"
+    # The same bytes cached before (another path, or a lost index): reuse what is intact.
+    flags = _intact_flags(target)
+    problem = None if flags is not None else _cache_one(source, target, cfg, salt)
+    if problem:
+        return {**record, "gradability": "", "problem": problem}
+    flags = flags if flags is not None else _intact_flags(target)
+    return {**record, "cached_bytes": target.stat().st_size, "gradability": flags, "problem": ""}
+
+
+def _intact_flags(cached: Path) -> str | None:
+    """The gradability flags stored in a cached PNG that decodes whole; None otherwise."""
+    try:
+        with Image.open(cached) as image:
+            image.load()
+            return image.text.get(GRADABILITY_KEY, "")
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _cache_one(source: Path, target: Path, cfg: PreprocessConfig, salt: str) -> str | None:
     """Preprocesses one scan into the cache; returns why it could not, or None.
 
     The gradability flags of the source photo travel inside the cached PNG (a text chunk),
     so a cache entry and its flags are written, and found, together.
     """
-    source, target, cfg, salt = job
     try:
         image = read_image_rgb(source, salt)
         flags = gradability_flags(image, cfg.fov_threshold) if cfg.gradability else []
@@ -96,9 +139,3 @@ def _cache_one(job: tuple[Path, Path, PreprocessConfig, str]) -> str | None:
     png = Image.fromarray(image)
     write_atomically(target, lambda path: png.save(path, format="PNG", pnginfo=text), False)
     return None
-
-
-def gradability_of(cached: str | Path) -> str:
-    """The flags stored with a cached image ("" when it looked gradable)."""
-    with Image.open(cached) as image:
-        return image.text.get(GRADABILITY_KEY, "")

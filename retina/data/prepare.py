@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from retina.config import OnError, RunConfig, require_choice
-from retina.data.cache import build_cache, gradability_of
+from retina.data.cache import build_cache
 from retina.data.privacy import pseudonymises, record_paths, recorded_paths, redact_problems
 from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
 from retina.data.synthetic import ensure_synthetic_dataset
@@ -38,7 +38,7 @@ def prepare_run_data(
         manifest, problems = build_manifest(cfg.data)
     else:
         manifest, problems = _saved_manifest(cfg, run_dir, splits, private), []
-    manifest["cache_path"], unreadable = build_cache(
+    cached, unreadable = build_cache(
         manifest,
         cfg.data.root,
         cfg.preprocess,
@@ -46,6 +46,7 @@ def prepare_run_data(
         cfg.data.workers,
         cfg.data.id_salt,
     )
+    manifest[["cache_path", "gradability"]] = cached
     problems += unreadable
     if (manifest["cache_path"] == "").all():
         raise DataError(
@@ -53,7 +54,6 @@ def prepare_run_data(
             f"(first: {unreadable[0]['reason']}); check the files, or data.layout."
         )
     manifest = manifest[manifest["cache_path"] != ""].copy()
-    manifest["gradability"] = [gradability_of(p) for p in manifest["cache_path"]]
     if problems:
         problems = redact_problems(problems, cfg.data) if private else problems
         _report_bad_inputs(problems, run_dir, cfg.data.on_error)

@@ -8,6 +8,7 @@ chief's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -24,12 +25,12 @@ from retina.checkpoint.read import resolve_checkpoint, restore_weights
 from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
 from retina.config import RunConfig
-from retina.data.pipeline import StreamOptions, make_eval_dataset, make_train_dataset
+from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS
 from retina.errors import ConfigError
 from retina.files import text_sha256
-from retina.inference import make_predict_step, predict_dataset
+from retina.inference import make_predict_step
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
 from retina.preprocess import surround_value
@@ -51,6 +52,7 @@ from retina.training.optimizers import (
 from retina.training.precision import apply_precision
 from retina.training.steps import has_loss_scaling, make_train_function
 from retina.training.tensorboard import TensorBoardLog
+from retina.training.validation import predict_validation
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Session:
     groups: dict  # optimizer name -> the variables it updates
     loss: Callable  # (grades, logits) -> scalar
     train_rows: pd.DataFrame
-    val_dataset: tf.data.Dataset
+    val_rows: pd.DataFrame
     steps_per_epoch: int
     restored_from: Path | None
     tensorboard: TensorBoardLog | None = None
@@ -110,15 +112,20 @@ class Session:
         return self._functions[frozen]
 
     def validate(self) -> tuple:
-        """(grades, probabilities) of the validation split, with the weight averages when
-        ``train.ema_decay`` keeps them."""
+        """(grades, probabilities) of the validation split, sharded across the replicas,
+        with the weight averages when ``train.ema_decay`` keeps them."""
         if "predict" not in self._functions:
             self._functions["predict"] = make_predict_step(self.state.model)
-        predict_step, ema = self._functions["predict"], self.state.ema
-        if ema is None:
-            return predict_dataset(predict_step, self.val_dataset)
-        with ema.applied():
-            return predict_dataset(predict_step, self.val_dataset)
+        rows, ema = self.val_rows, self.state.ema
+        with ema.applied() if ema is not None else contextlib.nullcontext():
+            return predict_validation(
+                self.placement,
+                self.state.model,
+                self._functions["predict"],
+                rows["cache_path"].tolist(),
+                rows["grade"].tolist(),
+                2 * self.cfg.train.batch_size,
+            )
 
 
 def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | None = None):
@@ -179,9 +186,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         groups=groups,
         loss=make_loss(cfg.loss, cfg.model.head, num_outputs(cfg.model), train_rows["grade"]),
         train_rows=train_rows,
-        val_dataset=make_eval_dataset(
-            val_rows["cache_path"].tolist(), val_rows["grade"].tolist(), 2 * cfg.train.batch_size
-        ),
+        val_rows=val_rows,
         steps_per_epoch=steps_per_epoch,
         restored_from=restored_from,
         tensorboard=TensorBoardLog(run_dir)

@@ -1,0 +1,77 @@
+"""Validation predictions, sharded across the replicas of a strategy.
+
+With one replica the split is scored in order, as ``retina.inference`` does. Under
+``mirrored`` or ``multi_worker`` every replica scores its own share of the scans (tf.data
+shards the elements across workers, then each global batch across local replicas), and
+the predictions are gathered once, so each scan is scored once in all, not once per
+worker. Each scan carries its position through the pipeline, and the gathered
+predictions are put back in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from retina.data.pipeline import AUTOTUNE, decode_cached, make_eval_dataset
+from retina.inference import predict_dataset
+from retina.training.distribute import Placement
+
+log = logging.getLogger(__name__)
+
+
+def predict_validation(
+    placement: Placement, model, predict_step, paths: list[str], grades, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(grades, probabilities) of the scans at ``paths``, in their order."""
+    if placement.num_replicas == 1:
+        return predict_dataset(predict_step, make_eval_dataset(paths, grades, batch_size))
+    return predict_across_replicas(placement, model, paths, grades, batch_size)
+
+
+def _indexed_dataset(paths: list[str], grades, batch_size: int) -> tf.data.Dataset:
+    positions = tf.range(len(paths), dtype=tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((positions, paths, tf.constant(grades, tf.int32)))
+    dataset = dataset.map(lambda i, p, y: (i, decode_cached(p), y), num_parallel_calls=AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.batch(batch_size).with_options(options)
+
+
+def predict_across_replicas(
+    placement: Placement, model, paths: list[str], grades, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each replica scores its share; every worker gets all the predictions back."""
+    strategy = placement.strategy
+    distributed = strategy.experimental_distribute_dataset(
+        _indexed_dataset(paths, grades, batch_size)
+    )
+
+    def score(positions, images, labels):
+        probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))
+        return positions, labels, probabilities
+
+    @tf.function
+    def step(batch):
+        per_replica = strategy.run(score, args=batch)
+        local = sum(tf.size(t) for t in strategy.experimental_local_results(per_replica[0]))
+        return [strategy.gather(value, axis=0) for value in per_replica], local
+
+    gathered, scored_here = [], 0
+    for batch in distributed:
+        values, local = step(batch)
+        gathered.append([value.numpy() for value in values])
+        scored_here += int(local)
+    positions, labels, probabilities = (
+        np.concatenate(part) for part in zip(*gathered, strict=True)
+    )
+    log.info(
+        "Validation: %d of %d scans scored on worker %d.",
+        scored_here,
+        len(paths),
+        placement.worker_index,
+    )
+    order = np.argsort(positions, kind="stable")
+    return labels[order], probabilities[order]
