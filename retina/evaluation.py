@@ -83,6 +83,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
     rows, dataset = scored_rows(cfg, run_dir, split, data)
+    log.info("Scoring %d scans of %s with %s.", len(rows), dataset, path.name)
     thresholds = read_operating_points(path)
     probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
     predictions = prediction_table(rows, probabilities, thresholds)

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm import tqdm
 
 from retina.checkpoint.read import find_checkpoint, restore_weights
 from retina.config import RunConfig
@@ -60,23 +61,42 @@ def make_predict_step(model: keras.Model, tta: bool = False):
     return predict_step
 
 
-def predict_dataset(predict_step, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Runs a finite (images, grades) dataset through the model: (grades, probabilities)."""
+def predict_dataset(
+    predict_step, dataset: tf.data.Dataset, batches: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs a finite (images, grades) dataset through the model: (grades, probabilities).
+    With ``batches`` (their number), a progress bar shows the rate and the time left."""
     grades, probabilities = [], []
+    bar = tqdm(
+        total=batches,
+        desc="scoring",
+        unit="batch",
+        mininterval=1.0,
+        leave=False,
+        disable=not batches,
+    )
     for images, labels in dataset:
         probabilities.append(predict_step(images).numpy())
         grades.append(labels.numpy())
+        bar.update(1)
+    bar.close()
     return np.concatenate(grades), np.concatenate(probabilities)
 
 
 def predict_probabilities(
-    model: keras.Model, cache_paths: list[str], batch_size: int, tta: bool = False
+    model: keras.Model,
+    cache_paths: list[str],
+    batch_size: int,
+    tta: bool = False,
+    progress: bool = True,
 ) -> np.ndarray:
-    """Softmax outputs per cached scan, in order; with ``tta``, averaged over the four flips."""
+    """Softmax outputs per cached scan, in order; with ``tta``, averaged over the four flips;
+    with ``progress``, a bar with the rate and the time left."""
     if not cache_paths:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     dataset = make_eval_dataset(list(cache_paths), [0] * len(cache_paths), batch_size)
-    return predict_dataset(make_predict_step(model, tta), dataset)[1]
+    batches = -(-len(cache_paths) // batch_size) if progress else None
+    return predict_dataset(make_predict_step(model, tta), dataset, batches)[1]
 
 
 def output_columns(num_outputs: int) -> list[str]:

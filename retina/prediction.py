@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from retina.checkpoint.read import read_operating_points
 from retina.config import OperatingPoint, PathsInOutputs, require_choice
@@ -23,6 +24,7 @@ from retina.inference import load_run_model, predict_probabilities, probability_
 from retina.run_dir import PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
 
 log = logging.getLogger(__name__)
+PREDICT_CHUNK = 4096  # scans scored and written at a time
 
 
 def list_inputs(reference: Path) -> tuple[Path, list[str]]:
@@ -91,25 +93,51 @@ def predict_scans(
             f"input={input_path}: no readable scan among {len(files)} file(s) "
             f"({IMAGE_SUFFIXES} in a folder, a CSV with a path column, or one scan)."
         )
-    probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
-    table = _prediction_rows(rows, probabilities, threshold, operating_point)
-    unusable = pd.DataFrame(problems + unreadable, columns=["path", "reason"])
-    if private:
-        table, unusable = (_pseudonymised(t, cfg, root) for t in (table, unusable))
+
+    def score(chunk: pd.DataFrame) -> pd.DataFrame:
+        paths = chunk["cache_path"].tolist()
+        probabilities = predict_probabilities(model, paths, batch_size, tta, progress=False)
+        table = _prediction_rows(chunk, probabilities, threshold, operating_point)
+        return _pseudonymised(table, cfg, root) if private else table
+
     out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
-    _write_tables(out_dir, {PREDICTIONS_FILE: table, UNREADABLE_FILE: unusable})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unusable = pd.DataFrame(problems + unreadable, columns=["path", "reason"])
+    unusable = _pseudonymised(unusable, cfg, root) if private else unusable
+    write_atomically(out_dir / UNREADABLE_FILE, lambda file: unusable.to_csv(file, index=False))
+    referred = _write_in_chunks(out_dir / PREDICTIONS_FILE, rows, score)
     log.info(
         "%d scans predicted with %s (operating point %s, threshold %.4f), %d referred; %d "
         "unreadable -> %s",
-        len(table),
+        len(rows),
         path.name,
         operating_point,
         threshold,
-        int(table["referred"].sum()),
+        referred,
         len(unusable),
         out_dir,
     )
     return out_dir / PREDICTIONS_FILE
+
+
+def _write_in_chunks(path: Path, rows: pd.DataFrame, score) -> int:
+    """``score``s the rows ``PREDICT_CHUNK`` at a time, appending each table to ``path`` as
+    it comes (memory bounded by a chunk, whatever the number of scans; the file appears
+    whole at the end); returns how many scans were referred."""
+    referred = 0
+    bar = tqdm(total=len(rows), desc="predicting", unit="scan", mininterval=1.0, leave=False)
+
+    def write(file: Path) -> None:
+        nonlocal referred
+        for start in range(0, len(rows), PREDICT_CHUNK):
+            table = score(rows.iloc[start : start + PREDICT_CHUNK])
+            table.to_csv(file, mode="a", header=start == 0, index=False, float_format="%.6f")
+            referred += int(table["referred"].sum())
+            bar.update(len(table))
+
+    write_atomically(path, write)
+    bar.close()
+    return referred
 
 
 def _prediction_rows(rows, probabilities, threshold: float, operating_point: str) -> pd.DataFrame:
@@ -129,11 +157,3 @@ def _pseudonymised(table: pd.DataFrame, cfg, root: Path) -> pd.DataFrame:
     if len(table):
         record_paths(cfg.data.cache_dir, root, table.assign(scan_id=ids))
     return named
-
-
-def _write_tables(out_dir: Path, tables: dict[str, pd.DataFrame]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        write_atomically(
-            out_dir / name, lambda file, t=table: t.to_csv(file, index=False, float_format="%.6f")
-        )

@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from retina.config import DataConfig, PreprocessConfig
+from retina.config import CacheFormat, DataConfig, PreprocessConfig
 from retina.data.images import read_image_rgb
 from retina.data.ingest import KEY_COLUMNS, IngestIndex, stat_key
 from retina.errors import DataError
@@ -27,9 +27,20 @@ from retina.parallel import run_parallel
 from retina.preprocess import gradability_flags, preprocess_fundus
 
 GRADABILITY_KEY = "retina-gradability"
+JPEG_QUALITY = 95
+JPEG_FROM_SIZE = 384  # cache_format=auto: the size from which PNG decoding starves the stream
+SUFFIXES = {CacheFormat.png: ".png", CacheFormat.jpeg: ".jpg"}
 # Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
 # output, so no run mixes images preprocessed by two versions of the code.
 PREPROCESS_VERSION = 2
+
+
+def cache_format(cfg: PreprocessConfig) -> CacheFormat:
+    """``preprocess.cache_format`` with ``auto`` resolved: PNG (lossless) for small images,
+    JPEG at quality 95 from 384 px, where PNG decodes too slowly to feed a GPU."""
+    if cfg.cache_format != CacheFormat.auto:
+        return CacheFormat(cfg.cache_format)
+    return CacheFormat.jpeg if cfg.image_size >= JPEG_FROM_SIZE else CacheFormat.png
 
 
 def config_key(cfg: PreprocessConfig) -> str:
@@ -67,7 +78,7 @@ def build_cache(
     """
     folder = Path(cache_dir) / config_key(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    index = IngestIndex(folder)
+    index = IngestIndex(folder, SUFFIXES[cache_format(cfg)])
     keys = [stat_key(Path(os.path.abspath(Path(data_root) / p))) for p in manifest["path"]]
     records = {key[0]: index.known(key) for key in keys if key is not None}
     todo = sorted({key for key in keys if key is not None and records[key[0]] is None})
@@ -76,10 +87,10 @@ def build_cache(
     )
     index.record(fresh)
     records.update({record["source"]: record for record in fresh})
-    return _cache_table(manifest, keys, records, folder)
+    return _cache_table(manifest, keys, records, folder, cfg)
 
 
-def _cache_table(manifest, keys, records: dict, folder: Path) -> tuple[pd.DataFrame, list[dict]]:
+def _cache_table(manifest, keys, records: dict, folder: Path, cfg) -> tuple[pd.DataFrame, list]:
     rows, problems = [], []
     for relative, key in zip(manifest["path"], keys, strict=True):
         record = records[key[0]] if key else {"problem": "missing file"}
@@ -87,7 +98,8 @@ def _cache_table(manifest, keys, records: dict, folder: Path) -> tuple[pd.DataFr
             problems.append({"path": relative, "reason": record["problem"]})
             rows.append(("", ""))
         else:
-            rows.append((str(folder / f"{record['sha256']}.png"), record["gradability"]))
+            name = f"{record['sha256']}{SUFFIXES[cache_format(cfg)]}"
+            rows.append((str(folder / name), record["gradability"]))
     table = pd.DataFrame(rows, columns=["cache_path", "gradability"], index=manifest.index)
     return table, problems
 
@@ -101,7 +113,7 @@ def _ingest_one(job: tuple) -> dict:
         record["sha256"] = file_sha256(source)
     except OSError as error:
         return {**record, "gradability": "", "problem": f"unreadable file ({type(error).__name__})"}
-    target = folder / f"{record['sha256']}.png"
+    target = folder / f"{record['sha256']}{SUFFIXES[cache_format(cfg)]}"
     # The same bytes cached before (another path, or a lost index): reuse what is intact.
     flags = _intact_flags(target)
     problem = None if flags is not None else _cache_one(source, target, cfg, salt)
@@ -112,13 +124,18 @@ def _ingest_one(job: tuple) -> dict:
 
 
 def _intact_flags(cached: Path) -> str | None:
-    """The gradability flags stored in a cached PNG that decodes whole; None otherwise."""
+    """The gradability flags stored in a cached image that decodes whole; None when it is
+    missing, damaged or carries none."""
     try:
         with Image.open(cached) as image:
             image.load()
-            return image.text.get(GRADABILITY_KEY, "")
+            if image.format == "PNG":
+                return image.text.get(GRADABILITY_KEY)
+            comment = image.info.get("comment", b"").decode(errors="replace")
     except (OSError, SyntaxError, ValueError):
         return None
+    prefix = f"{GRADABILITY_KEY}:"
+    return comment.removeprefix(prefix) if comment.startswith(prefix) else None
 
 
 def _cache_one(source: Path, target: Path, cfg: PreprocessConfig, salt: str) -> str | None:
@@ -133,9 +150,19 @@ def _cache_one(source: Path, target: Path, cfg: PreprocessConfig, salt: str) -> 
         image = preprocess_fundus(image, cfg)
     except DataError as error:
         return str(error).replace(f"{source}: ", "")  # the report names the file already
-    text = PngInfo()
-    text.add_text(GRADABILITY_KEY, "; ".join(flags))
     # Written whole or not at all; not fsynced: a lost entry is simply made again.
-    png = Image.fromarray(image)
-    write_atomically(target, lambda path: png.save(path, format="PNG", pnginfo=text), False)
+    picture, fmt = Image.fromarray(image), cache_format(cfg)
+    write_atomically(target, lambda path: _save(picture, path, flags, fmt), False)
     return None
+
+
+def _save(image: Image.Image, path: Path, flags: list[str], fmt: CacheFormat) -> None:
+    """PNG with the flags in a text chunk, or JPEG with them in its comment."""
+    text = "; ".join(flags)
+    if fmt == CacheFormat.png:
+        info = PngInfo()
+        info.add_text(GRADABILITY_KEY, text)
+        image.save(path, format="PNG", pnginfo=info)
+    else:
+        comment = f"{GRADABILITY_KEY}:{text}".encode()
+        image.save(path, format="JPEG", quality=JPEG_QUALITY, comment=comment)

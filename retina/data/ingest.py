@@ -39,8 +39,9 @@ def stat_key(path: Path) -> tuple[str, int, int, int] | None:
 class IngestIndex:
     """The index of one cache folder."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, suffix: str = ".png"):
         self.folder = Path(folder)
+        self.suffix = suffix  # of the cached images
         self.path = self.folder / INDEX_FILE
         self.table = self._read()
 
@@ -62,7 +63,7 @@ class IngestIndex:
             return None
         if row["problem"]:
             return row.to_dict()
-        cached = self.folder / f"{row['sha256']}.png"
+        cached = self.folder / f"{row['sha256']}{self.suffix}"
         try:
             intact = cached.stat().st_size == row["cached_bytes"]
         except OSError:

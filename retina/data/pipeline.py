@@ -35,8 +35,9 @@ class StreamOptions:
 
 
 def decode_cached(path: tf.Tensor) -> tf.Tensor:
-    """A cached PNG as a uint8 (size, size, 3) tensor; the model does its own scaling."""
-    return tf.io.decode_png(tf.io.read_file(path), channels=3)
+    """A cached PNG or JPEG as a uint8 (size, size, 3) tensor; the model does its own
+    scaling."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
 def load_into_memory(paths: list[str], budget_mb: int) -> tf.Tensor | None:
