@@ -4,6 +4,7 @@
     python scripts/benchmark.py data [--patients 40] [--source-height 768]
     python scripts/benchmark.py train [--train-patients 300] [--repeats 5]
     python scripts/benchmark.py distributed [--train-patients 300] [--repeats 3]
+    python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -460,11 +461,20 @@ def bench_distributed(args) -> dict:
     }
 
 
+def bench_scale(args) -> dict:
+    """Start-up, ingest, epoch and evaluation as the scans grow; stream rates per format."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scale_benchmark import bench_scale as scale
+
+    return scale(args)
+
+
 BENCHMARKS = {
     "checkpoint": bench_checkpoint,
     "data": bench_data,
     "train": bench_train,
     "distributed": bench_distributed,
+    "scale": bench_scale,
 }
 
 
@@ -494,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=40, help="data: synthetic patients")
     parser.add_argument("--source-height", type=int, default=768, help="data: scan height")
     parser.add_argument("--train-patients", type=int, default=300, help="train: synthetic patients")
+    parser.add_argument("--scale-sizes", type=int, nargs="+", default=[1000, 4000, 16000])
+    parser.add_argument("--scale-source", type=int, default=512, help="scale: scan height")
+    parser.add_argument("--heavy-scans", type=int, default=600, help="scale: 2048 px scans")
+    parser.add_argument(
+        "--scale-work", default=str(Path(tempfile.gettempdir()) / "retina-bench-scale")
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]

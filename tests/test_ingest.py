@@ -97,3 +97,18 @@ def test_a_resumed_run_and_its_evaluation_read_no_unchanged_source(scans, tmp_pa
     evaluate_run(run_dir, n_resamples=20)
     assert not (run_dir / "bad_inputs.csv").exists()
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_a_jpeg_cache_keeps_its_flags_when_the_index_is_lost(scans, tmp_path):
+    """cache_format=jpeg (auto picks it from 384 px): the gradability flags travel in the
+    JPEG comment, so a lost index costs a hash per scan, not a new preprocessing."""
+    cfg, cache = PreprocessConfig(image_size=48, cache_format="jpeg"), tmp_path / "cache"
+    manifest = _manifest(scans).head(4)
+    first, _ = build_cache(manifest, scans, cfg, cache, workers=1)
+    assert first["cache_path"].str.endswith(".jpg").all()
+    written = {path: os.stat(path).st_mtime_ns for path in first["cache_path"]}
+    next(cache.glob(f"*/{INDEX_FILE}")).unlink()
+    again, problems = build_cache(manifest, scans, cfg, cache, workers=1)
+    assert not problems
+    pd.testing.assert_frame_equal(again, first)
+    assert {path: os.stat(path).st_mtime_ns for path in again["cache_path"]} == written
