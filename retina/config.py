@@ -237,6 +237,9 @@ class TrainLoopConfig:
     epochs: int = 14
     batch_size: int = 32
     precision: Precision = Precision.auto
+    # Written by the run, not by you: the policy ``precision`` resolved to, which a resumed
+    # run keeps (``auto`` may choose differently on other hardware).
+    resolved_precision: str = ""
     deterministic: bool = False
     sampler: Sampler = Sampler.shuffle
     memory_cache_mb: int = 1024

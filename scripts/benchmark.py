@@ -4,6 +4,7 @@
     python scripts/benchmark.py data [--patients 40] [--source-height 768]
     python scripts/benchmark.py train [--train-patients 300] [--repeats 5]
     python scripts/benchmark.py distributed [--train-patients 300] [--repeats 3]
+    python scripts/benchmark.py precision [--precision-models small_cnn efficientnet_b0]
     python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
     python scripts/benchmark.py all
 
@@ -248,7 +249,7 @@ def _with_iterator(session, iterator):
 
 def bench_train(args) -> dict:
     """(a) the custom loop against model.fit, (b) the real stream against tensors already in
-    memory, (c) float32 against mixed_float16; on a GPU also EfficientNet-B0 at 224 px."""
+    memory (precision: see ``precision``)."""
     import dataclasses
 
     import tensorflow as tf
@@ -322,65 +323,21 @@ def bench_train(args) -> dict:
             / med["custom loop (real stream, augment=light)"],
         },
     }
-    result.update(_bench_precision(args, work, cfg, loop_epoch))
     return result
 
 
-def _bench_precision(args, work: Path, cfg, loop_epoch) -> dict:
-    """Step time under float32 against mixed_float16, interleaved; on a GPU, EfficientNet-B0
-    at 224 px images/s under each."""
-    import dataclasses
+def conf_preset(group: str, name: str, schema):
+    """``<group>=<name>`` as Hydra composes it: the option's YAML over the schema."""
+    from omegaconf import OmegaConf
 
-    import keras
-    import tensorflow as tf
-
-    from retina.training.session import open_session
-
-    def sessions(base, tag):
-        found = {}
-        for precision in ("float32", "mixed_float16"):
-            run_cfg = dataclasses.replace(
-                base, train=dataclasses.replace(base.train, precision=precision)
-            )
-            found[precision] = open_session(run_cfg, work / f"{tag}-{precision}")
-        keras.mixed_precision.set_dtype_policy("float32")
-        return found
-
-    def compare(base, tag, repeats):
-        runs = sessions(base, tag)
-        spe = runs["float32"].steps_per_epoch
-        for session in runs.values():
-            loop_epoch(session)  # warm-up
-        samples = {p: [] for p in runs}
-        for _ in range(repeats):
-            for precision, session in runs.items():
-                samples[precision].append(loop_epoch(session))
-        images = spe * base.train.batch_size
-        return {p: images / statistics.median(v) for p, v in samples.items()}
-
-    result = {"precision images_per_s (small_cnn)": compare(cfg, "precision", args.repeats)}
-    per_second = result["precision images_per_s (small_cnn)"]
-    result["ratios_precision"] = {
-        "(c) mixed_float16 / float32 images/s": per_second["mixed_float16"] / per_second["float32"]
-    }
-    if tf.config.list_physical_devices("GPU"):
-        gpu_cfg = dataclasses.replace(
-            cfg,
-            model=dataclasses.replace(cfg.model, name="efficientnet_b0"),
-            preprocess=dataclasses.replace(cfg.preprocess, image_size=224),
-            train=dataclasses.replace(cfg.train, batch_size=64),
-        )
-        result["GPU efficientnet_b0 224px images_per_s"] = compare(gpu_cfg, "gpu", args.repeats)
-    return result
+    preset = OmegaConf.load(ROOT / "retina" / "conf" / group / f"{name}.yaml")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), preset))
 
 
 def _augment_preset(name: str):
-    from omegaconf import OmegaConf
-
     from retina.config import AugmentConfig
 
-    preset = OmegaConf.load(ROOT / "retina" / "conf" / "augment" / f"{name}.yaml")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AugmentConfig), preset))
+    return conf_preset("augment", name, AugmentConfig)
 
 
 def _stream(cfg, session):
@@ -461,6 +418,15 @@ def bench_distributed(args) -> dict:
     }
 
 
+def bench_precision(args) -> dict:
+    """Training images/s under float32, mixed_bfloat16 and mixed_float16, per model."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from precision_benchmark import bench_precision as precision
+
+    work = Path(tempfile.mkdtemp(prefix="retina-bench-precision-"))
+    return precision(args, _train_config(args, work), work)
+
+
 def bench_scale(args) -> dict:
     """Start-up, ingest, epoch and evaluation as the scans grow; stream rates per format."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -474,6 +440,7 @@ BENCHMARKS = {
     "data": bench_data,
     "train": bench_train,
     "distributed": bench_distributed,
+    "precision": bench_precision,
     "scale": bench_scale,
 }
 
@@ -504,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=40, help="data: synthetic patients")
     parser.add_argument("--source-height", type=int, default=768, help="data: scan height")
     parser.add_argument("--train-patients", type=int, default=300, help="train: synthetic patients")
+    parser.add_argument("--precision-models", nargs="+", default=["small_cnn", "efficientnet_b0"])
+    parser.add_argument("--precision-steps", type=int, default=5, help="precision: per round")
+    parser.add_argument(
+        "--precision-budget", type=float, default=30.0, help="precision: seconds per round"
+    )
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=[1000, 4000, 16000])
     parser.add_argument("--scale-source", type=int, default=512, help="scale: scan height")
     parser.add_argument("--heavy-scans", type=int, default=600, help="scale: 2048 px scans")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +130,8 @@ def measure_set(root: Path, facts: dict, work: Path) -> dict:
     import pandas as pd
 
     cache, run_dir = work / f"cache-{root.name}", work / f"run-{root.name}"
+    for left_over in (cache, run_dir):  # from an earlier run: the ingest must be cold
+        shutil.rmtree(left_over, ignore_errors=True)
     ingest_s = _cold_ingest(root, cache)
     train = [
         sys.executable,

@@ -257,6 +257,7 @@ def test_two_workers_resume_a_single_process_checkpoint(two_workers, shared_data
     assert losses(run_dir)["step"].tolist() == list(range(1, 16))
 
 
+@pytest.mark.slow  # 70 s on two cores; the SIGTERM test below covers a worker stopping
 def test_killed_worker_restart_resumes_from_last_checkpoint(shared_data, tmp_path, two_workers):
     """Worker 1 is SIGKILLed after step 7; the chief fails on the lost peer. Restarting both
     resumes from ckpt-6 and the steps run 1..10 once each, as in the uninterrupted run."""

@@ -90,6 +90,7 @@ def _launch_order(sweep_dir):
     return [found[n] for n in sorted(found)]
 
 
+@pytest.mark.slow  # 50 s on two cores; the basic launcher's sweeps run in the default tests
 def test_joblib_launcher_runs_two_jobs_at_once(shared_data, tmp_path):
     (tmp_path / "prepare").mkdir()
     prepare_run_data(smoke_config(shared_data), tmp_path / "prepare")  # no race to generate

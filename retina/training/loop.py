@@ -74,7 +74,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
         # --- Data, model and state, restore: see retina.training.session.
         session = open_session(cfg, run_dir, placement)
         if session.chief:
-            save_run_config(cfg, run_dir)  # only once the restore verified against this config
+            save_run_config(session.cfg, run_dir)  # once the restore verified against it
         already_done = announce_start(session)
 
         # --- Epochs: the step counter, not a loop index, says where training is, so

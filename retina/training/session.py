@@ -34,6 +34,7 @@ from retina.inference import make_predict_step
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
 from retina.preprocess import surround_value
+from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,
     adapt_to_replicas,
@@ -135,7 +136,12 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.train)
-    policy = apply_precision(cfg.train.precision)  # restore order 1: the policy first
+    resuming = has_checkpoints(run_dir)
+    # Restore order 1: the policy first; a resumed run keeps the one it started with.
+    policy = apply_precision(
+        cfg.train.precision, cfg.model.name, resumed_precision(run_dir) if resuming else ""
+    )
+    cfg = replace(cfg, train=replace(cfg.train, resolved_precision=policy))
 
     # Data: the chief prepares it, the other workers read what it wrote.
     manifest = prepare_data(cfg, run_dir, placement)
@@ -147,7 +153,6 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
 
     # Model and state: restore order 1-3. A resumed run's weights all come from the
     # checkpoint, so pretrained ones are neither loaded nor fetched.
-    resuming = has_checkpoints(run_dir)
     with placement.strategy.scope():
         state, groups = build_training_state(
             cfg, train_rows, steps_per_epoch, policy, resuming=resuming, placement=placement
@@ -170,8 +175,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         restore_weights(state.model, source)
         log.info("Initialized the model's weights from %s (weights only).", source)
     log.info(
-        "Precision policy %s; model %s with %s parameters; optimizers %s; %s.",
-        policy,
+        "Model %s with %s parameters; optimizers %s; %s.",
         cfg.model.name,
         f"{state.model.count_params():,}",
         ", ".join(state.optimizers),
@@ -298,3 +302,9 @@ def describe_run(cfg: RunConfig, manifest: pd.DataFrame) -> dict:
         "manifest_hash": text_sha256(manifest[MANIFEST_COLUMNS].to_csv(index=False)),
         "model_config": model_config,
     }
+
+
+def resumed_precision(run_dir: Path) -> str:
+    """The policy a run being resumed started with ('' for runs from before it was kept)."""
+    saved = run_dir / CONFIG_FILE
+    return load_run_config(saved).train.resolved_precision if saved.is_file() else ""
