@@ -49,8 +49,13 @@ def test_mixed_float16_on_a_cpu_warns_once_with_the_reason_and_runs(caplog):
         finally:
             keras.mixed_precision.set_dtype_policy("float32")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "emulated" in warnings[0] and "train.precision=mixed_bfloat16 or float32" in warnings[0]
+    assert warnings == [precision.float16_on_cpu_warning(precision.cpu_feature_flags())]
+    assert "emulated" in warnings[0] and "Running as asked" in warnings[0]
+
+
+@pytest.mark.parametrize("flags, advice", [(AMX, "mixed_bfloat16"), (AVX2, "float32")])
+def test_the_float16_warning_suggests_what_this_cpu_runs_fast(flags, advice):
+    assert f"Use train.precision={advice} (" in precision.float16_on_cpu_warning(flags)
 
 
 def test_an_explicit_policy_is_used_as_written_even_on_resume():
