@@ -24,6 +24,16 @@ class OnError(StrEnum):
     fail = "fail"
 
 
+class TrainLabel(StrEnum):
+    """Whose grades training learns from (splits, validation and evaluation always use the
+    adjudicated reference grade)."""
+
+    adjudicated = "adjudicated"
+    grader_1 = "grader_1"
+    grader_2 = "grader_2"
+    grader_3 = "grader_3"
+
+
 class CacheFormat(StrEnum):
     """How preprocessed scans are stored (``retina.data.cache``)."""
 
@@ -129,8 +139,7 @@ class SyntheticConfig:
     n_patients: int = 400
     image_height: int = 256
     seed: int = 0
-    jpeg_fraction: float = 0.25
-    dicom_fraction: float = 0.15
+    lesion_masks: bool = True
     grade_probs: list[float] = field(default_factory=lambda: [0.38, 0.14, 0.24, 0.12, 0.12])
 
 
@@ -153,6 +162,8 @@ class DataConfig:
     eye_column: str = ""
     split_column: str = ""
     on_error: OnError = OnError.skip
+    train_label: TrainLabel = TrainLabel.adjudicated
+    sites: list[str] = field(default_factory=list)  # read only these sites (empty: all)
     paths_in_outputs: PathsInOutputs = PathsInOutputs.auto
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -356,8 +367,22 @@ def to_typed(cfg):
     return OmegaConf.to_object(cfg)
 
 
+# Characters TensorFlow's checkpoint reader takes as a glob pattern in a path: a run saved
+# under a folder named model.widths=[8,16] could never be read back.
+GLOB_CHARACTERS = "[]*?\\"
+_GLOB_FREE = str.maketrans({"[": "(", "]": ")", "*": "+", "?": "_", "\\": "_"})
+
+
+def job_folder_name(overrides: str) -> str:
+    """A sweep job's folder name from its overrides, with glob characters replaced
+    (``model.widths=[8,16]`` -> ``model.widths=(8,16)``)."""
+    return overrides.translate(_GLOB_FREE)
+
+
 def register_configs() -> None:
-    """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists."""
+    """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists,
+    and the ``retina.job_folder`` resolver the sweep folder names use."""
+    OmegaConf.register_new_resolver("retina.job_folder", job_folder_name, replace=True)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)

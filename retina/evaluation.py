@@ -113,7 +113,7 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
             raise DataError(f"the run's manifest has no scans in split {split!r}.")
         return rows, split
     if data.layout == "synthetic":
-        ensure_synthetic_dataset(data.root, data.synthetic, data.workers)
+        ensure_synthetic_dataset(data.root, data.synthetic, data.workers, data.sites)
     manifest, problems = build_manifest(data)
     if split != "all":
         manifest = manifest[manifest["split"] == split]
@@ -126,7 +126,8 @@ def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | No
     rows = manifest[cached != ""].assign(cache_path=cached[cached != ""])
     if rows.empty:
         raise DataError(f"data.root={data.root} has no usable scans in split {split!r}.")
-    return rows, f"{data.layout}-{split}"
+    sites = f"-{'+'.join(data.sites)}" if data.sites else ""
+    return rows, f"{data.layout}{sites}-{split}"  # e.g. synthetic-D-test: the external site
 
 
 def _operating_points_source(path: Path, cfg: RunConfig) -> str:

@@ -163,3 +163,16 @@ def preprocess_fundus(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     if cfg.clahe:
         image = clahe(image, cfg.clahe_clip_limit)
     return resize_square(image, cfg.image_size)
+
+
+def mask_in_preprocessed_frame(
+    mask: np.ndarray, source_image: np.ndarray, cfg: PreprocessConfig
+) -> np.ndarray:
+    """Maps a mask drawn on ``source_image`` (a lesion mask, say) into the frame of the
+    preprocessed image: the same field-of-view crop and the same resize, so that it lies on
+    what the model sees. Returns (size, size) float32 coverage in 0..1."""
+    layer = (np.asarray(mask, np.float32) > 0).astype(np.float32)[..., None] * 255
+    if cfg.crop_to_fov:
+        layer = crop_to_circle(layer, fit_circle(fov_mask(source_image, cfg.fov_threshold)))
+    resized = resize(layer[..., 0], (cfg.image_size, cfg.image_size), anti_aliasing=True)
+    return np.clip(resized / 255, 0, 1).astype(np.float32)

@@ -52,11 +52,14 @@ SERVING_FILE = "serving.json"
 KERAS_MODEL_FILE, SAVED_MODEL_DIR = "model.keras", "saved_model"
 STEP_COLUMNS = ["step", "loss", "accuracy", "skipped"]
 
-# Keys that moved: a config.yaml written before the move is read with them in their new place.
+# Keys that moved: a config.yaml written before the move is read with them in their new
+# place; None: the key is gone (what it set is decided elsewhere now) and is dropped.
 MOVED_KEYS = {
     "train.referable_threshold": "operating_points.referable_threshold",
     "train.target_sensitivity": "operating_points.target_sensitivity",
     "train.target_specificity": "operating_points.target_specificity",
+    "data.synthetic.jpeg_fraction": None,  # file formats follow each site's camera
+    "data.synthetic.dicom_fraction": None,
 }
 
 
@@ -108,7 +111,7 @@ def migrate_moved_keys(saved):
             continue
         parent, leaf = old.rsplit(".", 1)
         del OmegaConf.select(saved, parent)[leaf]
-        if OmegaConf.select(saved, new, default=None) is None:
+        if new is not None and OmegaConf.select(saved, new, default=None) is None:
             OmegaConf.update(saved, new, value, force_add=True)
     return saved
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+from retina.comparison import COMPARISON_FILE, comparison_markdown, paired_differences
 from retina.files import read_json, write_atomically
 from retina.markdown import markdown_table
 from retina.run_dir import BEST_DIR, EVAL_DIR, METRICS_FILE, read_status, write_status
@@ -105,7 +106,21 @@ def write_summary(sweep_dir: str | Path, metric: str = "val_referable_auc", mode
     write_atomically(markdown_file, _markdown(table, metric) + "\n")
     write_atomically(plot_file, lambda path: _plot(table, metric, path))
     log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, markdown_file)
+    write_comparison(sweep_dir, table)
     return table
+
+
+def write_comparison(sweep_dir: Path, table: pd.DataFrame) -> None:
+    """``paired.md``: every job evaluated on the same test scans as the best job, minus it."""
+    if len(table) < 2:
+        return
+    jobs = {row.overrides or row.job: sweep_dir / row.job for row in table.itertuples()}
+    reference = next(iter(jobs))
+    differences = paired_differences(jobs, reference)
+    if not differences.empty:
+        write_atomically(
+            sweep_dir / COMPARISON_FILE, comparison_markdown(differences, reference) + "\n"
+        )
 
 
 def _markdown(table: pd.DataFrame, metric: str) -> str:

@@ -200,3 +200,20 @@ def test_help_lists_entry_points_groups_and_the_keys_people_change(tmp_path):
     assert "model: efficientnet_b0, efficientnet_b1" in text and "data: aptos2019" in text
     keys = [line.split()[0] for line in text.split("The ten keys")[1].splitlines()[1:11]]
     assert len(keys) == 10 and "train.epochs=30" in keys and "hydra.run.dir=runs/NAME" in keys
+
+
+def test_a_sweep_job_folder_has_no_glob_characters():
+    """TensorFlow's checkpoint reader globs its path: a job folder named
+    model.widths=[8,16] saved checkpoints it could not read back (found on a real sweep)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", ["model.widths=[8,16]"], return_hydra_config=True)
+    assert cfg.hydra.sweep.subdir == "model.widths=(8,16)"
+
+
+def test_a_run_dir_with_glob_characters_is_refused_before_anything_runs(tmp_path):
+    from conftest import smoke_config
+    from retina.training.loop import train
+
+    with pytest.raises(ConfigError, match=r"contains \[ \]"):
+        train(smoke_config(tmp_path), tmp_path / "run[1]")
+    assert not (tmp_path / "synthetic").exists()  # no data generated

@@ -552,3 +552,37 @@ def test_patient_level_of_no_scans_is_an_empty_table():
         "predicted_grade",
         "referable_probability",
     ]
+
+
+def test_weighted_kappas_equal_scikit_learn_with_sample_weights():
+    from retina.metrics.bootstrap import weighted_kappas
+
+    rng = np.random.default_rng(4)
+    grades = rng.integers(0, 5, 120)
+    predicted = np.clip(grades + rng.integers(-2, 3, 120), 0, 4)
+    weights = rng.integers(0, 4, (6, 120))
+    expected = [
+        cohen_kappa_score(grades, predicted, weights="quadratic", sample_weight=w) for w in weights
+    ]
+    np.testing.assert_allclose(weighted_kappas(grades, predicted, weights), expected, rtol=1e-12)
+
+
+def test_pairing_finds_a_difference_that_separate_intervals_miss():
+    """Two scorers sharing most of their error on 200 patients: their separate AUC intervals
+    overlap, the paired interval of the difference does not reach 0."""
+    from retina.metrics.bootstrap import paired_auc_difference
+
+    rng = np.random.default_rng(0)
+    positive, _, clusters = _two_eyes(200, seed=2)
+    shared = rng.normal(0, 1.0, len(positive))
+    better = positive + shared + rng.normal(0, 0.1, len(positive))
+    worse = positive + shared + rng.normal(0, 0.8, len(positive))
+    difference, low, high = paired_auc_difference(positive, better, worse, clusters, 1000, 0)
+    assert difference == pytest.approx(
+        roc_auc_score(positive, better) - roc_auc_score(positive, worse)
+    )
+    assert 0 < low < difference < high
+    better_low, _ = metrics.bootstrap_auc_interval(positive, better, clusters, 1000, 0)
+    _, worse_high = metrics.bootstrap_auc_interval(positive, worse, clusters, 1000, 0)
+    assert better_low < worse_high  # separately, the intervals overlap
+    assert paired_auc_difference(positive, better, better, clusters, 200, 0) == (0.0, 0.0, 0.0)

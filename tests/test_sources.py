@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from retina.config import DataConfig
-from retina.data.sources import build_manifest, pseudonymise, split_by_patient
+from retina.data.sources import build_manifest, pseudonymise
+from retina.data.splits import split_by_patient
 from retina.errors import DataError
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -162,3 +163,38 @@ def test_sweep_command_summarizes_on_demand_and_lists_failures(shared_data, tmp_
     assert failed["error"].iloc[0].startswith("ConfigError: train.batch_size=1000")
     assert (sweep_dir / "summary.png").stat().st_size > 0
     assert "| failed |" in capsys.readouterr().out
+
+
+def test_jobs_scored_on_the_same_test_scans_get_paired_differences(tmp_path):
+    """Two jobs' test predictions on the same 80 scans: paired.md gives each job minus the
+    first with the paired bootstrap's interval; a job scored on other scans is left out."""
+    from retina.metrics.bootstrap import paired_auc_difference
+
+    rng = np.random.default_rng(3)
+    grades = rng.integers(0, 5, 80)
+    patients = [f"pt-{i // 2:03d}" for i in range(80)]
+    referable = (grades >= 2).astype(float)
+    scores = {"a": referable + rng.normal(0, 0.3, 80), "b": referable + rng.normal(0, 1.0, 80)}
+    for name, ids in (("a", range(80)), ("b", range(80)), ("c", range(1, 81))):
+        job = tmp_path / "sweep" / name
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model.name={name}\n")
+        folder = job / "eval" / "ckpt-4-test"
+        folder.mkdir(parents=True)
+        probability = 1 / (1 + np.exp(-scores.get(name, scores["a"])))
+        pd.DataFrame(
+            {
+                "scan_id": [f"s{i:03d}" for i in ids],
+                "patient": patients,
+                "grade": grades,
+                "predicted_grade": np.clip(np.round(grades + rng.normal(0, 0.7, 80)), 0, 4),
+                "referable_probability": probability,
+            }
+        ).to_csv(folder / "predictions.csv", index=False)
+    assert sweep_main([str(tmp_path / "sweep")]) == 0
+    paired = (tmp_path / "sweep" / "paired.md").read_text()
+    difference, low, high = paired_auc_difference(
+        grades >= 2, 1 / (1 + np.exp(-scores["b"])), 1 / (1 + np.exp(-scores["a"])), patients
+    )
+    assert f"| b | 80 | {difference:.3f} [{low:.3f}, {high:.3f}] |" in paired
+    assert "| c |" not in paired  # other scans: not paired

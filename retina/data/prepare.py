@@ -10,7 +10,8 @@ import pandas as pd
 from retina.config import OnError, RunConfig, require_choice
 from retina.data.cache import build_cache
 from retina.data.privacy import pseudonymises, record_paths, recorded_paths, redact_problems
-from retina.data.sources import MANIFEST_COLUMNS, build_manifest, manifest_summary
+from retina.data.sources import build_manifest, manifest_columns
+from retina.data.splits import manifest_summary
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
 from retina.files import write_atomically
@@ -32,7 +33,9 @@ def prepare_run_data(
     require_choice("data.on_error", cfg.data.on_error, OnError)
     run_dir, private = Path(run_dir), pseudonymises(cfg.data)
     if cfg.data.layout == "synthetic":
-        ensure_synthetic_dataset(cfg.data.root, cfg.data.synthetic, cfg.data.workers)
+        ensure_synthetic_dataset(
+            cfg.data.root, cfg.data.synthetic, cfg.data.workers, cfg.data.sites
+        )
     fresh = not (run_dir / MANIFEST_FILE).exists()
     if fresh:  # every split is cached, so the saved manifest lists only usable scans
         manifest, problems = build_manifest(cfg.data)
@@ -76,7 +79,7 @@ def _save_manifest(manifest: pd.DataFrame, cfg: RunConfig, run_dir: Path, privat
     """``manifest.csv`` (no paths when they are pseudonymised: the lookup beside the cache
     has them), ``gradability.csv``, and the split in the log."""
     path = run_dir / MANIFEST_FILE
-    columns = manifest[MANIFEST_COLUMNS]
+    columns = manifest[manifest_columns(manifest)]
     if private:
         record_paths(cfg.data.cache_dir, cfg.data.root, manifest)
         columns = columns.assign(path="")

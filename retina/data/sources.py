@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from retina.config import DataConfig
+from retina.config import DataConfig, TrainLabel
 from retina.data.privacy import pseudonymises, scan_pseudonym
+from retina.data.splits import SPLITS, split_by_patient
 from retina.data.synthetic import LABELS_FILE
 from retina.errors import DataError
 from retina.files import text_sha256
@@ -23,7 +23,11 @@ from retina.icdr import NUM_GRADES
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["scan_id", "path", "grade", "patient", "eye", "split"]
-SPLITS = ("train", "val", "test")
+# Carried into the manifest when the label table has them (never identifying): the label
+# training learns from where it is not the reference grade, and facts for subgroup results.
+TRAIN_GRADE = "train_grade"
+PATIENT_FACTS = ["site", "age", "sex", "diabetes_years"]
+OPTIONAL_COLUMNS = [TRAIN_GRADE, *PATIENT_FACTS]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 
 
@@ -64,7 +68,16 @@ def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     test = 0.0 if (given == "test").any() else cfg.test_fraction
     manifest["split"] = given
     manifest.loc[~fixed, "split"] = split_by_patient(rest, val, test, cfg.split_seed)
-    return manifest[MANIFEST_COLUMNS], problems
+    return manifest[manifest_columns(manifest)], problems
+
+
+def manifest_columns(manifest: pd.DataFrame) -> list[str]:
+    return [*MANIFEST_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in manifest)]
+
+
+def training_grades(rows: pd.DataFrame) -> pd.Series:
+    """The grades training learns from: ``data.train_label``'s, else the reference grade."""
+    return rows[TRAIN_GRADE] if TRAIN_GRADE in rows else rows["grade"]
 
 
 def _read_table(path: Path, columns: list[str], what: str, hint: str = "") -> pd.DataFrame:
@@ -82,7 +95,16 @@ class RowProblem(Exception):
 
 
 def _scans(
-    cfg: DataConfig, labels_path: Path, ids, refs, locate, grades, patients, eyes, split=None
+    cfg: DataConfig,
+    labels_path: Path,
+    ids,
+    refs,
+    locate,
+    grades,
+    patients,
+    eyes,
+    split=None,
+    extra: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """The usable manifest rows of one label table, and a problem record for every other.
 
@@ -91,15 +113,28 @@ def _scans(
         refs: what the table says about each scan's file (an id or a path).
         locate: maps a ref to the image's path relative to data.root, or raises
             RowProblem.
+        extra: ``OPTIONAL_COLUMNS`` the table has, one row per table row.
     """
+    extra = pd.DataFrame(index=range(len(ids))) if extra is None else extra
     rows, problems, seen = [], [], {}
-    for index, (scan_id, ref, grade, patient, eye, given) in enumerate(
-        zip(ids, refs, grades, patients, eyes, split or [""] * len(ids), strict=True)
+    for index, (scan_id, ref, grade, patient, eye, given, more) in enumerate(
+        zip(
+            ids,
+            refs,
+            grades,
+            patients,
+            eyes,
+            split or [""] * len(ids),
+            extra.to_dict("records"),
+            strict=True,
+        )
     ):
         where = {"path": str(ref), "table": labels_path.name, "row": index + 2}
         try:
             path = locate(ref)
             grade = _parse_grade(grade)
+            if TRAIN_GRADE in more:
+                more[TRAIN_GRADE] = _parse_grade(more[TRAIN_GRADE])
             if path in seen:
                 raise RowProblem(f"duplicate of row {seen[path]} (same file)")
         except RowProblem as problem:
@@ -114,9 +149,10 @@ def _scans(
                 "patient": pseudonymise(patient, cfg.id_salt),
                 "eye": eye,
                 "split": given,
+                **more,
             }
         )
-    frame = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS])
+    frame = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, *extra.columns])
     return frame.astype({"grade": int}), problems
 
 
@@ -132,6 +168,7 @@ def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     root = Path(cfg.root)
     labels_path = root / LABELS_FILE
     table = _read_table(labels_path, ["id_code", "diagnosis"], "the APTOS train.csv")
+    table = _graded_rows(_site_rows(table, cfg, labels_path))
     patients = table["patient_id"] if "patient_id" in table else table["id_code"]
     folder = root / "train_images"
     eyes = table["eye"] if "eye" in table else [""] * len(table)
@@ -144,7 +181,47 @@ def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
         table["diagnosis"],
         patients,
         eyes,
+        extra=_extra_columns(table, cfg, labels_path),
     )
+
+
+def _site_rows(table: pd.DataFrame, cfg: DataConfig, path: Path) -> pd.DataFrame:
+    """The rows of the sites ``data.sites`` names (all rows when it names none)."""
+    if not cfg.sites:
+        return table
+    _require_columns(table, ["site"], path, "data.sites needs a site column; set data.sites=[]")
+    unknown = sorted(set(cfg.sites) - set(table["site"]))
+    if unknown:
+        raise DataError(
+            f"data.sites names {unknown}, which {path} does not have; its sites are "
+            f"{sorted(set(table['site']))}."
+        )
+    return table[table["site"].isin(cfg.sites)].reset_index(drop=True)
+
+
+def _graded_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Leaves out the scans the graders could not grade (a ``gradable`` column of 0)."""
+    if "gradable" not in table:
+        return table
+    ungradable = table["gradable"].str.strip() == "0"
+    if ungradable.any():
+        log.info("Leaving out %d scans the graders found ungradable.", ungradable.sum())
+    return table[~ungradable].reset_index(drop=True)
+
+
+def _extra_columns(table: pd.DataFrame, cfg: DataConfig, path: Path) -> pd.DataFrame:
+    """The patient facts the table has, and the training label when it is not the
+    reference grade."""
+    extra = table[[c for c in PATIENT_FACTS if c in table]].copy()
+    if cfg.train_label != TrainLabel.adjudicated:
+        _require_columns(
+            table,
+            [cfg.train_label],
+            path,
+            "data.train_label other than adjudicated needs the graders' columns",
+        )
+        extra[TRAIN_GRADE] = table[cfg.train_label]
+    return extra
 
 
 def _read_eyepacs(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
@@ -312,40 +389,3 @@ def _find_image(root: Path, folder: Path, scan_id: str) -> str:
         if candidate.is_file():
             return str(candidate.relative_to(root))
     raise RowProblem(f"missing file: no {folder.name}/{scan_id}.* ({', '.join(IMAGE_SUFFIXES)})")
-
-
-def split_by_patient(
-    manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
-) -> pd.Series:
-    """Assigns every patient to one split, stratified by the patient's worst grade.
-
-    Patients are ordered by stratum (random within it) and dealt to whichever split is
-    furthest below its target share so far, so each stratum is spread in proportion even
-    when it holds only a few patients.
-    """
-    if not 0 <= val_fraction + test_fraction < 1:
-        raise DataError("data.val_fraction + data.test_fraction must be in [0, 1).")
-    shares = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
-    worst = manifest.groupby("patient")["grade"].max()
-    rng = np.random.default_rng(seed)
-    order = worst.index[np.lexsort((rng.random(len(worst)), worst.to_numpy()))]
-    counts = np.zeros(3)
-    assignment = {}
-    for position, patient in enumerate(order):
-        choice = int(np.argmax(shares * (position + 1) - counts))
-        counts[choice] += 1
-        assignment[patient] = SPLITS[choice]
-    return manifest["patient"].map(assignment)
-
-
-def manifest_summary(manifest: pd.DataFrame) -> str:
-    """One line per split: scans, patients and the grade histogram."""
-    lines = []
-    for split in SPLITS:
-        part = manifest[manifest["split"] == split]
-        histogram = np.bincount(part["grade"], minlength=NUM_GRADES).tolist()
-        lines.append(
-            f"{split:>5}: {len(part)} scans, {part['patient'].nunique()} patients, "
-            f"grades 0-4 {histogram}"
-        )
-    return "\n".join(lines)

@@ -36,7 +36,7 @@ from retina.run_dir import (
     write_status,
 )
 from retina.training.cadence import is_due, steps_until_due
-from retina.training.choices import check_run_choices
+from retina.training.choices import check_run_choices, check_run_dir
 from retina.training.distribute import build_placement
 from retina.training.preemption import ClusterStopSignal, StopSignal
 from retina.training.session import Session, open_session, with_absolute_paths
@@ -65,6 +65,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
     # --- Set-up: choices checked, paths made absolute, the strategy created first (the
     # multi-worker strategy must precede any other TensorFlow work in the process).
     run_dir, started = Path(run_dir), time.perf_counter()
+    check_run_dir(run_dir)
     check_run_choices(cfg, resuming=has_checkpoints(run_dir))
     cfg = with_absolute_paths(cfg)
     placement = build_placement(cfg.trainer)

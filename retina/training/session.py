@@ -27,7 +27,7 @@ from retina.checkpoint.store import CheckpointStore
 from retina.config import RunConfig
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data
-from retina.data.sources import MANIFEST_COLUMNS
+from retina.data.sources import MANIFEST_COLUMNS, training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
 from retina.inference import make_predict_step
@@ -188,7 +188,9 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         state=state,
         store=store,
         groups=groups,
-        loss=make_loss(cfg.loss, cfg.model.head, num_outputs(cfg.model), train_rows["grade"]),
+        loss=make_loss(
+            cfg.loss, cfg.model.head, num_outputs(cfg.model), training_grades(train_rows)
+        ),
         train_rows=train_rows,
         val_rows=val_rows,
         steps_per_epoch=steps_per_epoch,
@@ -233,7 +235,7 @@ def build_training_state(
     )
     dataset = make_train_dataset(
         train_rows["cache_path"].tolist(),
-        train_rows["grade"].to_numpy(),
+        training_grades(train_rows).to_numpy(),
         cfg.train.batch_size,
         cfg.seed,
         cfg.augment,
