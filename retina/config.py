@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from retina.errors import ConfigError
+from retina.folder_names import job_folder_name
 
 
 class OnError(StrEnum):
@@ -25,8 +26,7 @@ class OnError(StrEnum):
 
 
 class TrainLabel(StrEnum):
-    """Whose grades training learns from (splits, validation and evaluation always use the
-    adjudicated reference grade)."""
+    """Whose grades training learns from (splits and evaluation: always the adjudicated)."""
 
     adjudicated = "adjudicated"
     grader_1 = "grader_1"
@@ -365,18 +365,6 @@ def to_typed(cfg):
     container.pop("hydra", None)
     refuse_instantiate_keys(container)
     return OmegaConf.to_object(cfg)
-
-
-# Characters TensorFlow's checkpoint reader takes as a glob pattern in a path: a run saved
-# under a folder named model.widths=[8,16] could never be read back.
-GLOB_CHARACTERS = "[]*?\\"
-_GLOB_FREE = str.maketrans({"[": "(", "]": ")", "*": "+", "?": "_", "\\": "_"})
-
-
-def job_folder_name(overrides: str) -> str:
-    """A sweep job's folder name from its overrides, with glob characters replaced
-    (``model.widths=[8,16]`` -> ``model.widths=(8,16)``)."""
-    return overrides.translate(_GLOB_FREE)
 
 
 def register_configs() -> None:

@@ -3,28 +3,14 @@ typo stops the run naming the key and the valid choices."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from retina.config import GLOB_CHARACTERS, RunConfig, check_choices, require_choice
+from retina.config import RunConfig, check_choices, require_choice
 from retina.data.sources import LAYOUTS
-from retina.errors import ConfigError
 from retina.models import WEIGHTS_IMAGENET, WEIGHTS_NONE, available_models
 from retina.models.heads import num_outputs
 from retina.models.registry import weights_file
 from retina.training.losses import class_weights
-
-
-def check_run_dir(run_dir: Path) -> None:
-    """A run directory TensorFlow can read checkpoints back from: no glob characters."""
-    found = sorted(set(GLOB_CHARACTERS) & set(str(run_dir)))
-    if found:
-        raise ConfigError(
-            f"the run directory {run_dir} contains {' '.join(found)}, which TensorFlow's "
-            "checkpoint reader takes as a pattern: checkpoints saved there could not be read "
-            "back. Choose a folder name without them (hydra.run.dir=...)."
-        )
 
 
 def check_run_choices(cfg: RunConfig, resuming: bool = False) -> None:

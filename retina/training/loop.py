@@ -21,6 +21,7 @@ from retina.checkpoint.state import weights_fingerprint
 from retina.config import OnNonfinite, RunConfig
 from retina.errors import Preempted, TrainingDiverged, WorkerLost
 from retina.evaluation import evaluate_run
+from retina.folder_names import check_run_dir
 from retina.logs import redirect_file_log
 from retina.metrics.rates import is_referable, referable_probability
 from retina.metrics.summary import clinical_metrics
@@ -36,7 +37,7 @@ from retina.run_dir import (
     write_status,
 )
 from retina.training.cadence import is_due, steps_until_due
-from retina.training.choices import check_run_choices, check_run_dir
+from retina.training.choices import check_run_choices
 from retina.training.distribute import build_placement
 from retina.training.preemption import ClusterStopSignal, StopSignal
 from retina.training.session import Session, open_session, with_absolute_paths
