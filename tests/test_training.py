@@ -184,7 +184,7 @@ def test_small_cnn_loss_goes_down_on_a_repeated_batch(tmp_path, shared_data):
     session = _session(tmp_path, shared_data, "augment=none")
     batch = next(session.iterator)
     repeated = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    losses, _, _ = session.train_function(0)(repeated, 12)
+    losses, _, _ = session.train_function(0)(repeated, 30)
     losses = losses.numpy()
     assert losses[-3:].mean() < 0.6 * losses[:3].mean(), losses
 
