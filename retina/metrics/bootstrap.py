@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from retina.metrics.intervals import check_confidence
-from retina.metrics.rates import check_paired, undefined
+from retina.metrics.rates import check_paired, quadratic_weighted_kappa, roc_auc, undefined
 
 # Bootstrap weight matrices are built this many elements at a time, so memory stays near
 # 100 MB whatever the number of scans or resamples.
@@ -35,10 +34,7 @@ def bootstrap_aucs(
         rows = min(chunk, n_resamples - begin)
         # Generator streams do not depend on how draws are split, so the chunk size cannot
         # change the result for a seed.
-        drawn = rng.integers(0, n_clusters, size=(rows, n_clusters))
-        drawn += n_clusters * np.arange(rows)[:, None]
-        copies = np.bincount(drawn.ravel(), minlength=rows * n_clusters)
-        weights = copies.reshape(rows, n_clusters)[:, cluster_of_scan]
+        weights = cluster_copies(rng, rows, n_clusters)[:, cluster_of_scan]
         # Integer arithmetic keeps the statistic exact (and ties exactly one half).
         pos = np.add.reduceat(weights * positive, tie_starts, axis=1)
         neg = np.add.reduceat(weights * ~positive, tie_starts, axis=1)
@@ -91,7 +87,19 @@ def bootstrap_auc_interval(
     if len(aucs) == 0:
         undefined("AUC bootstrap interval", "every resample held a single class")
         return float("nan"), float("nan")
-    low, high = np.percentile(aucs, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return percentile_interval(aucs, confidence)
+
+
+def cluster_copies(rng: np.random.Generator, resamples: int, n_clusters: int) -> np.ndarray:
+    """How many times each cluster is drawn in each resample: (resamples, n_clusters)."""
+    drawn = rng.integers(0, n_clusters, size=(resamples, n_clusters))
+    drawn += n_clusters * np.arange(resamples)[:, None]
+    copies = np.bincount(drawn.ravel(), minlength=resamples * n_clusters)
+    return copies.reshape(resamples, n_clusters)
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    low, high = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(low), float(high)
 
 
@@ -121,12 +129,11 @@ def paired_auc_difference(
         positive, scores_b, clusters, n_resamples, seed
     )
     differences = differences[~np.isnan(differences)]
-    point = roc_auc_score(positive, scores_a) - roc_auc_score(positive, scores_b)
+    point = roc_auc(positive, scores_a) - roc_auc(positive, scores_b)
     if len(differences) == 0:
         undefined("paired AUC difference interval", "every resample held a single class")
         return float(point), float("nan"), float("nan")
-    low, high = np.percentile(differences, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return float(point), float(low), float(high)
+    return (float(point), *percentile_interval(differences, confidence))
 
 
 def paired_kappa_difference(
@@ -146,19 +153,16 @@ def paired_kappa_difference(
     )
     _, cluster_of_scan = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
     n_clusters = int(cluster_of_scan.max()) + 1
-    drawn = np.random.default_rng(seed).integers(0, n_clusters, (n_resamples, n_clusters))
-    drawn += n_clusters * np.arange(n_resamples)[:, None]
-    copies = np.bincount(drawn.ravel(), minlength=n_resamples * n_clusters)
-    weights = copies.reshape(n_resamples, n_clusters)[:, cluster_of_scan]
+    rng = np.random.default_rng(seed)
+    weights = cluster_copies(rng, n_resamples, n_clusters)[:, cluster_of_scan]
     differences = weighted_kappas(grades, predicted_a, weights) - weighted_kappas(
         grades, predicted_b, weights
     )
     differences = differences[~np.isnan(differences)]
-    low, high = np.percentile(differences, [50 * (1 - confidence), 50 * (1 + confidence)])
-    point = cohen_kappa_score(grades, predicted_a, weights="quadratic") - cohen_kappa_score(
-        grades, predicted_b, weights="quadratic"
+    point = quadratic_weighted_kappa(grades, predicted_a) - quadratic_weighted_kappa(
+        grades, predicted_b
     )
-    return float(point), float(low), float(high)
+    return (float(point), *percentile_interval(differences, confidence))
 
 
 def weighted_kappas(grades: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -78,7 +78,6 @@ _FAMILY = [
 GENERATOR_VERSION = 2  # bumped when the same spec draws different files
 TRUTH_FILE = "truth.csv"
 MASKS_DIR = "lesion_masks"
-PATIENT_COLUMNS = ["site", "age", "sex", "diabetes_years"]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ and diabetes duration, and each eye's disease severity on a continuum.
 Severity model. Each patient has a latent disease level
 ``z = site.referral_shift + DURATION_EFFECT * (years - 10) + N(0, 1)`` (longer diabetes, more
 disease: the gradient of the Wisconsin and UKPDS cohorts), and each eye
-``s = z + N(0, EYE_SPREAD)``, so the two eyes are correlated (r about 0.83) but not equal.
+``s = z + N(0, EYE_SPREAD)``, so the two eyes are correlated (severity r = 0.88 over 6,000
+planned eyes) but not equal.
 The ICDR grade is ``s`` cut at points chosen so that the in-domain sites together match
 ``grade_probs``; ``severity = grade + t`` places the eye within its grade (t in [0, 1)), so
 a grade-1 eye at t = 0.95 is a borderline case next to a grade-2 eye at t = 0.05.
