@@ -1,5 +1,6 @@
 """Sweep summaries: one row per job of a multirun, as ``summary.csv``, ``summary.md`` and
-``summary.png`` in the sweep folder.
+``summary.png`` in the sweep folder, and one row per configuration (its seeds and folds
+grouped: ``retina.aggregation``) as ``summary_groups.csv`` and in both of the others.
 
 Written at the end of every ``python -m retina.train -m ...`` (the ``SweepSummary`` Hydra
 callback) and on demand: ``python -m retina.sweep <multirun_dir>``.
@@ -13,16 +14,34 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import yaml
 from hydra.experimental.callback import Callback
 
+from retina.aggregation import (
+    GROUPS_FILE,
+    REPEAT_KEYS,
+    configuration,
+    group_jobs,
+    groups_markdown,
+    override_key,
+)
 from retina.comparison import COMPARISON_FILE, comparison_markdown, paired_differences
 from retina.files import read_json, write_atomically
 from retina.markdown import markdown_table
 from retina.run_dir import BEST_DIR, EVAL_DIR, METRICS_FILE, read_status, write_status
 
 log = logging.getLogger(__name__)
-SUMMARY_COLUMNS = ["job", "overrides", "status", "error", "best_checkpoint", "seconds"]
+SUMMARY_COLUMNS = [
+    "job",
+    "configuration",
+    "overrides",
+    "status",
+    "error",
+    "best_checkpoint",
+    "seconds",
+]
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
 
@@ -65,7 +84,18 @@ def job_folders(sweep_dir: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def job_row(job: Path, sweep_dir: Path) -> dict:
+def job_overrides(job: Path) -> list[str]:
+    """The overrides that name the job: Hydra's ``override_dirname.exclude_keys`` (data
+    paths, worker counts) left out, as in its folder name."""
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    hydra_file = job / ".hydra" / "hydra.yaml"
+    hydra = yaml.safe_load(hydra_file.read_text())["hydra"] if hydra_file.exists() else {}
+    naming = hydra.get("job", {}).get("config", {}).get("override_dirname", {})
+    excluded = set(naming.get("exclude_keys", []))
+    return [o for o in overrides if override_key(o) not in excluded]
+
+
+def job_row(job: Path, sweep_dir: Path, repeat_keys=REPEAT_KEYS) -> dict:
     status = read_status(job)
     state = status.get("status", "incomplete")
     if state == "finished" and status.get("resumed"):
@@ -74,6 +104,7 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
     # The job folder is named by the overrides that tell the jobs apart (no data paths).
     row = {
         "job": str(job.relative_to(sweep_dir)),
+        "configuration": configuration(job_overrides(job), repeat_keys),
         "overrides": job.name.replace(",", " "),
         "status": state,
         "error": status.get("error", ""),
@@ -85,10 +116,16 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
     return row
 
 
-def summarize(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: str = "max"):
+def summarize(
+    sweep_dir: str | Path,
+    metric: str = "val_referable_auc",
+    mode: str = "max",
+    repeat_keys=REPEAT_KEYS,
+):
     """The summary table of every job under ``sweep_dir``, best ``metric`` first."""
     sweep_dir = Path(sweep_dir)
-    table = pd.DataFrame([job_row(job, sweep_dir) for job in job_folders(sweep_dir)])
+    rows = [job_row(job, sweep_dir, repeat_keys) for job in job_folders(sweep_dir)]
+    table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     if metric in table:
@@ -96,15 +133,26 @@ def summarize(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: st
     return table.reset_index(drop=True)
 
 
-def write_summary(sweep_dir: str | Path, metric: str = "val_referable_auc", mode: str = "max"):
-    """Writes summary.csv, summary.md and summary.png into ``sweep_dir``; returns the table."""
+def write_summary(
+    sweep_dir: str | Path,
+    metric: str = "val_referable_auc",
+    mode: str = "max",
+    repeat_keys=REPEAT_KEYS,
+):
+    """Writes summary.csv, summary_groups.csv, summary.md and summary.png into
+    ``sweep_dir``; returns the per-job table."""
     sweep_dir = Path(sweep_dir)
-    table = summarize(sweep_dir, metric, mode)
+    table = summarize(sweep_dir, metric, mode, repeat_keys)
+    groups = group_jobs(table, metric, mode) if len(table) else pd.DataFrame()
+    markdown = _markdown(table)
+    if len(groups):
+        markdown = f"{groups_markdown(groups, repeat_keys)}\n\n## Per job\n\n{markdown}"
     # Parallel jobs (joblib) may write at the same moment: each file appears whole.
     csv_file, markdown_file, plot_file = (sweep_dir / name for name in SUMMARY_FILES)
     write_atomically(csv_file, lambda path: table.to_csv(path, index=False))
-    write_atomically(markdown_file, _markdown(table, metric) + "\n")
-    write_atomically(plot_file, lambda path: _plot(table, metric, path))
+    write_atomically(sweep_dir / GROUPS_FILE, lambda path: groups.to_csv(path, index=False))
+    write_atomically(markdown_file, f"# Sweep summary (sorted by {metric})\n\n{markdown}\n")
+    write_atomically(plot_file, lambda path: _plot(table, groups, metric, path))
     log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, markdown_file)
     write_comparison(sweep_dir, table)
     return table
@@ -123,36 +171,53 @@ def write_comparison(sweep_dir: Path, table: pd.DataFrame) -> None:
         )
 
 
-def _markdown(table: pd.DataFrame, metric: str) -> str:
-    shown = [c for c in table.columns if c not in ("job", "best_checkpoint")]
+def _markdown(table: pd.DataFrame) -> str:
+    shown = [c for c in table.columns if c not in ("job", "configuration", "best_checkpoint")]
     rows = [[row[c] for c in shown] for _, row in table.iterrows()]
-    return f"# Sweep summary (sorted by {metric})\n\n" + markdown_table(shown, rows)
+    return markdown_table(shown, rows)
 
 
-def _plot(table: pd.DataFrame, metric: str, path: Path) -> None:
+def _plot(table: pd.DataFrame, groups: pd.DataFrame, metric: str, path: Path) -> None:
+    """Per configuration (mean and 95% t-interval) above, per job below."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 0.5 + 0.4 * max(len(table), 1)), dpi=100)
+    panels = [("Per configuration: mean, 95% t-interval", len(groups))] if len(groups) else []
+    panels.append(("Per job", len(table)))
+    heights = [0.6 + 0.3 * max(rows, 1) for _, rows in panels]
+    figure = Figure(figsize=(7.5, 0.6 + sum(heights)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    column = table[metric] if metric in table else pd.Series([float("nan")] * len(table))
-    values = pd.to_numeric(column, errors="coerce")
+    axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    if len(groups):
+        mean, error = groups.get(f"{metric}_mean"), None
+        if mean is not None:
+            low, high = groups[f"{metric}_ci_low"], groups[f"{metric}_ci_high"]
+            error = np.nan_to_num(np.vstack([mean - low, high - mean]))
+        _bars(axes[0], groups["configuration"], mean, error, panels[0][0])
+    values = pd.to_numeric(table[metric], errors="coerce") if metric in table else None
     labels = [o or j for o, j in zip(table.get("overrides", []), table.get("job", []), strict=True)]
-    axes.barh(range(len(values)), values.fillna(0).to_numpy())
-    axes.set_yticks(range(len(values)), labels, fontsize=7)
-    axes.invert_yaxis()
-    axes.set_xlabel(metric)
-    axes.set_title("Sweep jobs")
-    figure.subplots_adjust(left=0.5, right=0.97)
+    _bars(axes[-1], labels, values, None, panels[-1][0])
+    axes[-1].set_xlabel(metric)
+    figure.subplots_adjust(left=0.45, right=0.97, hspace=0.5)
     figure.savefig(path, format="png", metadata={"Software": None})
+
+
+def _bars(axes, labels, values, error, title: str) -> None:
+    labels = list(labels)
+    values = pd.Series([float("nan")] * len(labels)) if values is None else values
+    axes.barh(range(len(labels)), values.fillna(0).to_numpy(), xerr=error, capsize=3)
+    axes.set_yticks(range(len(labels)), labels, fontsize=7)
+    axes.invert_yaxis()
+    axes.set_title(title, fontsize=9)
 
 
 class SweepSummary(Callback):
     """Hydra callback: records each job's failure and writes the summary after a multirun."""
 
-    def __init__(self, metric: str = "val_referable_auc", mode: str = "max"):
-        self.metric, self.mode = metric, mode
+    def __init__(
+        self, metric: str = "val_referable_auc", mode: str = "max", repeat_keys=REPEAT_KEYS
+    ):
+        self.metric, self.mode, self.repeat_keys = metric, mode, list(repeat_keys)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         """Records a failure, then refreshes the summary: it stays current even when the
@@ -164,12 +229,16 @@ class SweepSummary(Callback):
             error = str(job_return._return_value).strip().splitlines() or [""]
             output_dir = Path(config.hydra.runtime.output_dir)
             name = type(job_return._return_value).__name__
-            write_status(output_dir, status="failed", error=f"{name}: {error[0][:300]}")
+            state = "pruned" if name == "TrialPruned" else "failed"  # Optuna stopped it early
+            write_status(output_dir, status=state, error=f"{name}: {error[0][:300]}")
         if config.hydra.mode == RunMode.MULTIRUN:
-            write_summary(config.hydra.sweep.dir, self.metric, self.mode)
+            self.write(config)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        write_summary(config.hydra.sweep.dir, self.metric, self.mode)
+        self.write(config)
+
+    def write(self, config) -> pd.DataFrame:
+        return write_summary(config.hydra.sweep.dir, self.metric, self.mode, self.repeat_keys)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,12 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--metric", default="val_referable_auc")
     parser.add_argument("--mode", choices=["max", "min"], default="max")
+    parser.add_argument(
+        "--repeat-keys",
+        nargs="*",
+        default=list(REPEAT_KEYS),
+        help="override keys whose jobs are repeats of one configuration (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"{args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
-    table = write_summary(args.sweep_dir, args.metric, args.mode)
-    print(_markdown(table, args.metric))
+    write_summary(args.sweep_dir, args.metric, args.mode, args.repeat_keys)
+    print((args.sweep_dir / "summary.md").read_text())
     return 0
 
 

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from retina.config import RunConfig, register_configs
+from retina.sweep import job_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "retina" / "conf"
@@ -74,3 +76,33 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def sweep_args(shared_data, sweep_dir, *extra, epochs: int = 4) -> list[str]:
+    """``-m`` on the smoke preset's shared data: ``epochs``, a checkpoint every step."""
+    return [
+        "-m",
+        "debug=smoke",
+        f"data.root={shared_data / 'synthetic'}",
+        f"data.cache_dir={shared_data / 'cache'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "train.evaluate_test=false",
+        f"train.epochs={epochs}",
+        "checkpoint.every_steps=1",
+        *extra,
+    ]
+
+
+def launch_order(sweep_dir):
+    """Job folders in the order the launcher ran them (their job number)."""
+    found = {}
+    for job in job_folders(sweep_dir):
+        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
+        found[hydra_cfg["hydra"]["job"]["num"]] = job
+    return [found[n] for n in sorted(found)]
+
+
+def steps_written(job) -> int:
+    """Rows of a run's ``steps.csv``: the steps it trained so far."""
+    path = job / "steps.csv"
+    return len(path.read_text().splitlines()) - 1 if path.exists() else 0

@@ -23,13 +23,23 @@ def test_every_imported_package_is_declared():
     assert "No dependency issues found" in result.stdout + result.stderr
 
 
+FIND_SWEEPER = """
+import importlib
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+names = [p.__module__ for p in Plugins.instance().discover(Sweeper)]
+print("found" if "{0}" in names else "missing", importlib.import_module("{0}").__file__)
+"""
+
+
 def test_a_wheel_installed_apart_from_the_checkout_trains_and_evaluates(tmp_path):
     source = tmp_path / "source"  # a copy: building leaves build/ and egg-info behind
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "retina", source / "retina", ignore=ignore)
+    for package in ("retina", "hydra_plugins"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     _run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "wheels"), str(source)], tmp_path)
     wheel = next((tmp_path / "wheels").glob("retina-*.whl"))
@@ -41,6 +51,9 @@ def test_a_wheel_installed_apart_from_the_checkout_trains_and_evaluates(tmp_path
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = _run([sys.executable, "-c", "import retina; print(retina.__file__)"], empty, env)
     assert where.stdout.strip().startswith(str(site))
+    sweeper = "hydra_plugins.retina_optuna_sweeper.sweeper"  # the Optuna sweeper, found by Hydra
+    found = _run([sys.executable, "-c", FIND_SWEEPER.format(sweeper)], empty, env).stdout.split()
+    assert found[0] == "found" and found[1].startswith(str(site)), found
     train = [sys.executable, "-m", "retina.train", "debug=smoke", "train.epochs=1"]
     _run([*train, "train.evaluate_test=false", "hydra.run.dir=run"], empty, env)
     assert (empty / "data" / "synthetic-smoke" / "train.csv").is_file()  # relative to here

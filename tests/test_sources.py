@@ -4,8 +4,8 @@ import pytest
 
 from retina.config import DataConfig
 from retina.data.sources import build_manifest, pseudonymise
-from retina.data.splits import split_by_patient
-from retina.errors import DataError
+from retina.data.splits import assign_folds, split_by_patient
+from retina.errors import ConfigError, DataError
 
 
 def _aptos(root, rows, make_files=True):
@@ -94,3 +94,49 @@ def test_nothing_usable_is_an_error(tmp_path):
     cfg = _aptos(tmp_path, [{"id_code": "gone", "diagnosis": "1"}], make_files=False)
     with pytest.raises(DataError, match="no usable scan"):
         build_manifest(cfg)
+
+
+def _patients(n: int, seed: int) -> pd.DataFrame:
+    """Two eyes per patient, grades 0-4 with a patient's eyes one grade apart at most."""
+    rng = np.random.default_rng(seed)
+    worst = rng.choice(5, n, p=[0.4, 0.15, 0.25, 0.1, 0.1])
+    other = np.maximum(worst - rng.integers(0, 2, n), 0)
+    return pd.DataFrame(
+        {
+            "patient": np.repeat([f"p{i:03d}" for i in range(n)], 2),
+            "grade": np.column_stack([worst, other]).ravel(),
+        }
+    )
+
+
+@pytest.mark.parametrize("folds", [3, 5])
+def test_folds_deal_every_development_patient_once_stratified_and_leave_test_alone(folds):
+    manifest = _patients(203, seed=folds)
+    manifest["split"] = split_by_patient(manifest, 0.15, 0.15, seed=4)
+    worst = manifest.groupby("patient")["grade"].max()
+    jobs = [assign_folds(manifest, folds, fold, seed=4) for fold in range(folds)]
+    for fold, job in enumerate(jobs):
+        test = job[job["split"] == "test"]
+        assert test[["patient", "grade", "split"]].equals(
+            manifest.loc[manifest["split"] == "test", ["patient", "grade", "split"]]
+        )
+        assert test["fold"].isna().all()
+        assert (job.loc[job["split"] == "val", "fold"] == fold).all()
+        assert (job.loc[job["split"] == "train", "fold"] != fold).all()
+    development = jobs[0][jobs[0]["split"] != "test"]
+    fold_of_patient = development.groupby("patient")["fold"].agg(["nunique", "first"])
+    assert (fold_of_patient["nunique"] == 1).all()  # patient-disjoint folds
+    validated = pd.concat([job.loc[job["split"] == "val", "patient"] for job in jobs])
+    assert sorted(validated.unique()) == sorted(development["patient"].unique())
+    assert validated.groupby(validated).size().eq(2).all()  # each eye once, in one job only
+    strata = pd.crosstab(worst[fold_of_patient.index], fold_of_patient["first"])
+    ideal = strata.sum(axis=1).to_numpy()[:, None] / folds
+    assert (np.abs(strata.to_numpy() - ideal) < 1).all(), strata  # within one patient
+
+
+def test_folds_name_the_keys_when_out_of_range():
+    manifest = _patients(20, seed=0).assign(split="train")
+    with pytest.raises(ConfigError, match=r"data.folds=5 and data.fold=5"):
+        assign_folds(manifest, 5, 5, seed=0)
+    with pytest.raises(DataError, match=r"data.folds=30: only 20 patients"):
+        assign_folds(manifest, 30, 0, seed=0)

@@ -11,9 +11,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import run_module, smoke_config
+from conftest import launch_order, run_module, smoke_config, steps_written, sweep_args
 from retina.data.prepare import prepare_run_data
 from retina.sweep import job_folders
 from retina.sweep import main as sweep_main
@@ -21,32 +20,13 @@ from retina.sweep import main as sweep_main
 GRID = ["model.dropout=0.1,0.2", "optimizer.learning_rate=0.001,0.003"]
 
 
-def _sweep_args(shared_data, sweep_dir, *extra):
-    return [
-        "-m",
-        "debug=smoke",
-        f"data.root={shared_data / 'synthetic'}",
-        f"data.cache_dir={shared_data / 'cache'}",
-        f"hydra.sweep.dir={sweep_dir}",
-        "train.evaluate_test=false",
-        "train.epochs=4",
-        "checkpoint.every_steps=1",
-        *extra,
-    ]
-
-
 def _jobs(sweep_dir):
     return job_folders(sweep_dir)
 
 
-def _steps(job) -> int:
-    path = job / "steps.csv"
-    return len(path.read_text().splitlines()) - 1 if path.exists() else 0
-
-
 def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_data, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = _sweep_args(shared_data, sweep_dir, *GRID)
+    args = sweep_args(shared_data, sweep_dir, *GRID)
     process = subprocess.Popen(
         [sys.executable, "-m", "retina.train", *args],
         cwd=tmp_path,
@@ -57,13 +37,13 @@ def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         jobs = _jobs(sweep_dir)
-        if len(jobs) >= 3 and _steps(_launch_order(sweep_dir)[2]) >= 3:
+        if len(jobs) >= 3 and steps_written(launch_order(sweep_dir)[2]) >= 3:
             break
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    third = _launch_order(sweep_dir)[2]
-    assert 3 <= _steps(third) < 20, "killed inside the third job"
+    third = launch_order(sweep_dir)[2]
+    assert 3 <= steps_written(third) < 20, "killed inside the third job"
     assert len(_jobs(sweep_dir)) == 3
 
     again = run_module("retina.train", *args, cwd=tmp_path, timeout=400)
@@ -71,7 +51,7 @@ def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert len(summary) == 4
     status = dict(zip(summary["job"], summary["status"], strict=True))
-    order = _launch_order(sweep_dir)
+    order = launch_order(sweep_dir)
     assert status[order[2].name] == "resumed"
     assert "Restored from" in (order[2] / "train.log").read_text()
     for finished in order[:2]:
@@ -79,16 +59,7 @@ def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_
         log = (finished / "train.log").read_text()
         assert log.count("Initializing from scratch.") == 1 and "Nothing to do" in log
     assert status[order[3].name] == "finished"
-    assert all(_steps(job) == 20 for job in order)
-
-
-def _launch_order(sweep_dir):
-    """Job folders in the order the basic launcher ran them (its job number)."""
-    found = {}
-    for job in _jobs(sweep_dir):
-        hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
-        found[hydra_cfg["hydra"]["job"]["num"]] = job
-    return [found[n] for n in sorted(found)]
+    assert all(steps_written(job) == 20 for job in order)
 
 
 @pytest.mark.slow  # 50 s on two cores; the basic launcher's sweeps run in the default tests
@@ -96,7 +67,7 @@ def test_joblib_launcher_runs_two_jobs_at_once(shared_data, tmp_path):
     (tmp_path / "prepare").mkdir()
     prepare_run_data(smoke_config(shared_data), tmp_path / "prepare")  # no race to generate
     sweep_dir = tmp_path / "parallel"
-    args = _sweep_args(
+    args = sweep_args(
         shared_data, sweep_dir, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
     )
     result = run_module("retina.train", *args, cwd=tmp_path, timeout=500)
@@ -130,29 +101,9 @@ def test_joblib_launcher_runs_two_jobs_at_once(shared_data, tmp_path):
     assert summary["test_referable_auc"].isna().sum() == 2
 
 
-def test_optuna_sweep_reports_the_best_trial(shared_data, tmp_path):
-    sweep_dir = tmp_path / "optuna"
-    args = _sweep_args(
-        shared_data,
-        sweep_dir,
-        "hydra/sweeper=optuna",
-        "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.direction=maximize",
-        "hydra.sweeper.sampler.seed=0",
-        "optimizer.learning_rate=interval(0.0005,0.005)",
-    )
-    result = run_module("retina.train", *args, cwd=tmp_path, timeout=500)
-    assert result.returncode == 0, result.stderr[-3000:]
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert "optimizer.learning_rate" in best["best_params"]
-    summary = pd.read_csv(sweep_dir / "summary.csv")
-    assert len(summary) == 3
-    assert best["best_value"] == pytest.approx(summary["val_referable_auc"].max(), abs=1e-6)
-
-
 def test_sweep_command_summarizes_on_demand_and_lists_failures(shared_data, tmp_path, capsys):
     sweep_dir = tmp_path / "failing"
-    args = _sweep_args(shared_data, sweep_dir, "train.batch_size=4,1000")
+    args = sweep_args(shared_data, sweep_dir, "train.batch_size=4,1000")
     result = run_module("retina.train", *args, cwd=tmp_path, timeout=300)
     assert result.returncode != 0  # Hydra reports the failed job after the sweep
     (sweep_dir / "summary.csv").unlink()

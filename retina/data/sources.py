@@ -14,7 +14,7 @@ import pandas as pd
 
 from retina.config import DataConfig, TrainLabel
 from retina.data.privacy import pseudonymises, scan_pseudonym
-from retina.data.splits import SPLITS, split_by_patient
+from retina.data.splits import FOLD_COLUMN, SPLITS, assign_folds, split_by_patient
 from retina.data.synthetic import LABELS_FILE
 from retina.errors import DataError
 from retina.files import text_sha256
@@ -68,11 +68,13 @@ def build_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     test = 0.0 if (given == "test").any() else cfg.test_fraction
     manifest["split"] = given
     manifest.loc[~fixed, "split"] = split_by_patient(rest, val, test, cfg.split_seed)
+    if cfg.folds:
+        manifest = assign_folds(manifest, cfg.folds, cfg.fold, cfg.split_seed)
     return manifest[manifest_columns(manifest)], problems
 
 
 def manifest_columns(manifest: pd.DataFrame) -> list[str]:
-    return [*MANIFEST_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in manifest)]
+    return [*MANIFEST_COLUMNS, *(c for c in [*OPTIONAL_COLUMNS, FOLD_COLUMN] if c in manifest)]
 
 
 def training_grades(rows: pd.DataFrame) -> pd.Series:

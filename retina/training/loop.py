@@ -53,10 +53,12 @@ PEER_ERRORS = (
 )
 
 
-def train(cfg: RunConfig, run_dir: str | Path) -> dict:
+def train(cfg: RunConfig, run_dir: str | Path, epoch_end=None) -> dict:
     """Trains (or resumes) the run in ``run_dir``; returns the last validation metrics, the
     best value of ``checkpoint.best_metric`` under ``best``, and the held-out test metrics
-    under ``test`` when ``train.evaluate_test`` is on.
+    under ``test`` when ``train.evaluate_test`` is on. ``epoch_end(epoch, metrics)``, if
+    given, is called on the chief after each epoch is validated and saved (it may raise to
+    stop, as Optuna's pruning does).
 
     Raises:
         ConfigError: a fixed-choice key has an unknown value (before any data is read).
@@ -90,7 +92,9 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict:
             ):
                 while (step := session.state.current_step) < session.total_steps:
                     try:
-                        train_epoch(session, step, steps_log, stop)
+                        metrics = train_epoch(session, step, steps_log, stop)
+                        if epoch_end and session.chief:
+                            epoch_end(session.state.epoch.numpy().item(), metrics)
                     except TrainingDiverged as error:
                         gives_up = cfg.train.on_nonfinite != OnNonfinite.rollback
                         if gives_up or rollbacks == MAX_ROLLBACKS:
@@ -151,9 +155,9 @@ def stop_signal(session: Session):
     return StopSignal()
 
 
-def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> None:
+def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> dict:
     """From ``step + 1`` to the end of its epoch; then validate, choose the operating
-    points, rank, save, and record the epoch."""
+    points, rank, save, and record the epoch. Returns the validation metrics."""
     state, spe, cfg = session.state, session.steps_per_epoch, session.cfg
     epoch = step // spe
     summary = run_steps(session, step + 1, (epoch + 1) * spe, steps_log, stop)
@@ -172,6 +176,7 @@ def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> None:
         session.tensorboard.epoch_end(state.current_step, summary, metrics)
     if stop.received:
         raise Preempted(stop.received, (epoch + 1) * spe, str(path))
+    return metrics
 
 
 def run_steps(session: Session, first: int, last: int, steps_log: StepLog, stop) -> dict:

@@ -195,7 +195,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         val_rows=val_rows,
         steps_per_epoch=steps_per_epoch,
         restored_from=restored_from,
-        tensorboard=TensorBoardLog(run_dir)
+        tensorboard=TensorBoardLog(run_dir, cfg)
         if cfg.train.tensorboard and placement.is_chief
         else None,
     )

@@ -1,6 +1,8 @@
 """TensorBoard summaries under ``<run_dir>/tensorboard``: ``tensorboard --logdir runs``.
 
-Everything is written at the global training step, which a resumed run continues.
+Everything is written at the global training step, which a resumed run continues. Each run
+also records its hyperparameters (TensorBoard's HParams plugin), so the jobs of a sweep
+line up in the HParams table and parallel-coordinates views beside their ``val/`` metrics.
 """
 
 from __future__ import annotations
@@ -10,11 +12,45 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import yaml
+from omegaconf import OmegaConf
+from tensorboard.plugins.hparams import api as hparams_api
 
 from retina.checkpoint.state import VALIDATION_METRICS
 from retina.run_dir import TENSORBOARD_DIR
 from retina.training.cadence import is_due
 from retina.training.schedules import ScheduledRate
+
+# Always in the HParams table; the keys a Hydra job overrides are added to them.
+HPARAM_KEYS = (
+    "model.name",
+    "optimizer.name",
+    "optimizer.learning_rate",
+    "schedule.name",
+    "train.batch_size",
+    "train.epochs",
+    "preprocess.image_size",
+    "seed",
+    "data.folds",
+    "data.fold",
+)
+
+
+def hyperparameters(cfg, run_dir: Path) -> dict:
+    """The values of ``HPARAM_KEYS`` and of the keys in the job's Hydra overrides (a
+    ``group=option`` override as its option; paths left out), as HParams types."""
+    config = OmegaConf.structured(cfg)
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    pairs = (o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
+    chosen = {key: value for key, value in pairs if "/" not in value}
+    values = {key: OmegaConf.select(config, key) for key in (*HPARAM_KEYS, *chosen)}
+    values |= {key: chosen[key] for key, value in values.items() if OmegaConf.is_config(value)}
+    return {key: _hparam(value) for key, value in values.items() if value is not None}
+
+
+def _hparam(value):
+    return value if isinstance(value, bool | int | float) else str(value)
 
 
 def learning_rate_at(optimizer, step: int) -> float:
@@ -40,9 +76,11 @@ def optimizer_scalars(optimizers: dict, step: int) -> dict[str, float]:
 class TensorBoardLog:
     """Training scalars every ``train.log_every_steps``, clinical metrics every epoch."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, cfg):
         self.writer = tf.summary.create_file_writer(str(Path(run_dir) / TENSORBOARD_DIR))
         self._pending: list[float] = []
+        with self.writer.as_default():
+            hparams_api.hparams(hyperparameters(cfg, Path(run_dir)), trial_id=Path(run_dir).name)
 
     def _write(self, step: int, values: dict) -> None:
         with self.writer.as_default(step=step):
