@@ -33,10 +33,12 @@ from retina.config_choices import (  # re-exported: modules import the choices f
     Split,
     Strategy,
     TrainLabel,
+    UncertaintyMeasure,
+    UncertaintyMethod,
     ValidationMetric,
 )
 from retina.errors import ConfigError
-from retina.folder_names import job_folder_name
+from retina.folder_names import evaluation_log_dir, job_folder_name
 
 
 @dataclass
@@ -211,8 +213,23 @@ class RunConfig:
 
 
 @dataclass
+class UncertaintyConfig:
+    method: UncertaintyMethod = UncertaintyMethod.none
+    samples: int = 20  # MC-dropout passes
+    measure: UncertaintyMeasure = UncertaintyMeasure.predictive_entropy
+    referral_fraction: float = 0.1  # share of validation scans the referral threshold refers
+
+
+@dataclass
+class EnsembleConfig:
+    members: list[str] = field(default_factory=list)  # run folders
+    sweep_dir: str = ""  # or every finished job of a sweep
+    output_dir: str = ""  # default <sweep_dir or first member's parent>/ensemble-eval
+
+
+@dataclass
 class EvaluateConfig:
-    run_dir: str = MISSING
+    run_dir: str = ""
     checkpoint: str = "latest"
     split: Split = Split.test
     batch_size: int = 64
@@ -220,6 +237,9 @@ class EvaluateConfig:
     bootstrap_resamples: int = 2000
     seed: int = 0
     data: DataConfig | None = None
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    rebalance: bool = False  # with data=: resample it to the run's own test grade mix
 
 
 @dataclass
@@ -232,6 +252,7 @@ class PredictConfig:
     batch_size: int = 64
     tta: bool = False
     paths_in_outputs: PathsInOutputs = PathsInOutputs.pseudonymise
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
 
 
 @dataclass
@@ -278,8 +299,10 @@ def to_typed(cfg):
 
 def register_configs() -> None:
     """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists,
-    and the ``retina.job_folder`` resolver the sweep folder names use."""
+    and the resolvers of Hydra's folders: ``retina.job_folder`` (sweep jobs) and
+    ``retina.evaluation_log_dir`` (an evaluation's log)."""
     OmegaConf.register_new_resolver("retina.job_folder", job_folder_name, replace=True)
+    OmegaConf.register_new_resolver("retina.evaluation_log_dir", evaluation_log_dir, replace=True)
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)

@@ -116,3 +116,20 @@ class OperatingPoint(StrEnum):
 class ExportFormat(StrEnum):
     saved_model = "saved_model"
     keras = "keras"
+
+
+class UncertaintyMethod(StrEnum):
+    """Where the samples behind predictive uncertainty come from (``retina.sampling``)."""
+
+    none = "none"  # the one softmax output: its entropy only
+    mc_dropout = "mc_dropout"  # uncertainty.samples passes with the head's dropout active
+    ensemble = "ensemble"  # one sample per member run (ensemble.members or ensemble.sweep_dir)
+    tta = "tta"  # the four flips
+
+
+class UncertaintyMeasure(StrEnum):
+    """What ranks scans for referral (of the referable decision)."""
+
+    predictive_entropy = "predictive_entropy"  # total
+    mutual_information = "mutual_information"  # epistemic: the samples disagree
+    expected_entropy = "expected_entropy"  # aleatoric

@@ -1,4 +1,6 @@
-"""``python -m retina.evaluate run_dir=<dir> [checkpoint=latest|best|ckpt-N] [split=test]``."""
+"""``python -m retina.evaluate run_dir=<dir> [checkpoint=latest|best|ckpt-N] [split=test]``;
+an ensemble: ``uncertainty.method=ensemble ensemble.sweep_dir=<sweep>`` (or
+``ensemble.members=[<run>,...]``)."""
 
 from __future__ import annotations
 
@@ -14,19 +16,35 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from retina.evaluation import evaluate_run
+    from retina.ensemble import ensemble_members
+    from retina.errors import ConfigError
+    from retina.evaluation import Options, evaluate_ensemble, evaluate_run
+    from retina.folder_names import ensemble_output_dir
 
-    options = to_typed(cfg)  # refuses _target_-style keys by name
-    metrics = evaluate_run(
-        options.run_dir,
-        options.checkpoint,
-        options.split,
-        options.batch_size,
-        tta=options.tta,
-        n_resamples=options.bootstrap_resamples,
-        seed=options.seed,
-        data=options.data,
-    )
+    o = to_typed(cfg)  # refuses _target_-style keys by name
+    options = Options(o.split, o.batch_size, o.tta, o.bootstrap_resamples, o.seed, o.uncertainty)
+    if o.uncertainty.method == "ensemble":
+        ensemble = o.ensemble
+        members = ensemble_members(ensemble.members, ensemble.sweep_dir)
+        output_dir = ensemble_output_dir(ensemble.output_dir, ensemble.sweep_dir, ensemble.members)
+        metrics = evaluate_ensemble(members, output_dir, o.checkpoint, o.data, options)
+    elif not o.run_dir:
+        raise ConfigError(
+            "run_dir=<training run folder> is required (or an ensemble: "
+            "uncertainty.method=ensemble ensemble.sweep_dir=<sweep>)."
+        )
+    else:
+        metrics = evaluate_run(
+            o.run_dir,
+            o.checkpoint,
+            o.split,
+            o.batch_size,
+            o.tta,
+            o.bootstrap_resamples,
+            o.seed,
+            o.data,
+            o.uncertainty,
+        )
     return metrics["eye_level"]["referable_auc"]["value"]
 
 

@@ -8,26 +8,40 @@ bootstrap and Wilson 95% CIs, at the operating points the checkpoint was saved w
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from retina.checkpoint.read import read_operating_points
-from retina.config import DataConfig, RunConfig
+from retina.config import DataConfig, RunConfig, UncertaintyConfig
 from retina.data.cache import build_cache
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
+from retina.ensemble import check_same_split, load_members, mean_operating_points
 from retina.errors import DataError
 from retina.files import write_atomically, write_json
 from retina.icdr import REFERABLE_MIN_GRADE
-from retina.inference import load_run_model, predict_probabilities, probability_columns
+from retina.inference import load_run_model, probability_columns
 from retina.metrics.calibration import calibration_curve_points
 from retina.metrics.rates import is_referable
 from retina.metrics.summary import evaluation_metrics, patient_level
+from retina.referral import (
+    REFER_COLUMN,
+    choose_policy,
+    ranking_column,
+    read_policy,
+    refer,
+    referral_metrics,
+    uncertainty_columns,
+    write_policy,
+)
+from retina.referral_report import referral_section, write_referral_plots
 from retina.report import write_plots, write_report
 from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir
+from retina.sampling import sample_scans
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,28 @@ def level_metrics(
     return result
 
 
+@dataclass
+class Scorer:
+    """What scores the scans: one model (or an ensemble's members), the operating points,
+    where they came from, and the folder whose ``referral.json`` applies."""
+
+    models: list
+    thresholds: dict
+    checkpoint: str
+    points_source: str
+    policy_dir: Path
+
+
+@dataclass
+class Options:
+    split: str = "test"
+    batch_size: int = 64
+    tta: bool = False
+    n_resamples: int = 2000
+    seed: int = 0
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+
+
 def evaluate_run(
     run_dir: str | Path,
     checkpoint: str = "latest",
@@ -72,36 +108,112 @@ def evaluate_run(
     n_resamples: int = 2000,
     seed: int = 0,
     data: DataConfig | None = None,
+    uncertainty: UncertaintyConfig | None = None,
 ) -> dict:
     """Scores ``split`` of the run's manifest (or of ``data``, another data set, where
     ``split="all"`` takes all of it) with the restored ``checkpoint``.
 
     The operating points are the ones stored in the checkpoint (chosen on the validation
-    split during training); nothing is tuned here. Returns the metrics written to
-    ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
+    split during training); nothing is tuned here. With ``uncertainty``, each scan also
+    gets its predictive uncertainty and the evaluation its referral curves. Returns the
+    metrics written to ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
     """
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
     rows, dataset = scored_rows(cfg, run_dir, split, data)
-    log.info("Scoring %d scans of %s with %s.", len(rows), dataset, path.name)
-    thresholds = read_operating_points(path)
-    probabilities = predict_probabilities(model, rows["cache_path"].tolist(), batch_size, tta)
-    predictions = prediction_table(rows, probabilities, thresholds)
+    points = read_operating_points(path)
+    scorer = Scorer([model], points, path.name, _operating_points_source(path, cfg), run_dir)
+    options = Options(split, batch_size, tta, n_resamples, seed, uncertainty or UncertaintyConfig())
+    return score(scorer, rows, dataset, evaluation_dir(run_dir, path.name, dataset), options)
+
+
+def evaluate_ensemble(
+    members: list[Path],
+    output_dir: str | Path,
+    checkpoint: str = "best",
+    data: DataConfig | None = None,
+    options: Options | None = None,
+) -> dict:
+    """Scores the members as one model (their mean probability; operating points: the
+    mean of theirs) on the first member's ``split`` (every member must hold the same
+    scans there) or on ``data``; writes ``<output_dir>/<checkpoint>-<data set>/``."""
+    options = options or Options()
+    options = replace(options, uncertainty=replace(options.uncertainty, method="ensemble"))
+    configs, models, paths = load_members(members, checkpoint)
+    if data is None:
+        check_same_split(members, options.split)
+    rows, dataset = scored_rows(configs[0], members[0], options.split, data)
+    source = f"the mean of {len(members)} members' thresholds, each chosen on its validation split"
+    scorer = Scorer(models, mean_operating_points(paths), checkpoint, source, Path(output_dir))
+    out_dir = Path(output_dir) / f"{checkpoint}-{dataset}"
+    metrics = score(scorer, rows, dataset, out_dir, options)
+    write_json(out_dir / "members.json", {"members": [str(m) for m in members]})
+    return metrics
+
+
+def score(
+    scorer: Scorer, rows: pd.DataFrame, dataset: str, out_dir: Path, options: Options
+) -> dict:
+    """Predicts, measures and writes one evaluation; see ``evaluate_run``."""
+    method = str(options.uncertainty.method)
+    log.info(
+        "Scoring %d scans of %s with %s (uncertainty: %s).",
+        len(rows),
+        dataset,
+        scorer.checkpoint,
+        method,
+    )
+    samples = sample_scans(
+        scorer.models,
+        rows["cache_path"].tolist(),
+        method,
+        options.uncertainty.samples,
+        options.batch_size,
+        options.tta,
+    )
+    probabilities = samples.mean(axis=0)
+    predictions = prediction_table(rows, probabilities, scorer.thresholds)
+    predictions = pd.concat([predictions, uncertainty_columns(samples)], axis=1)
     binary = probabilities.shape[1] == 2
-    patients = patient_level(predictions)
+    seed, resamples = options.seed, options.n_resamples
     metrics = {
-        "checkpoint": path.name,
+        "checkpoint": scorer.checkpoint,
         "dataset": dataset,
-        "test_time_augmentation": tta,
+        "test_time_augmentation": options.tta,
         "referable_min_grade": REFERABLE_MIN_GRADE,
-        "operating_points_source": _operating_points_source(path, cfg),
-        "eye_level": level_metrics(predictions, thresholds, binary, seed, n_resamples),
-        "patient_level": level_metrics(patients, thresholds, binary, seed, n_resamples),
+        "operating_points_source": scorer.points_source,
+        "eye_level": level_metrics(predictions, scorer.thresholds, binary, seed, resamples),
+        "patient_level": level_metrics(
+            patient_level(predictions), scorer.thresholds, binary, seed, resamples
+        ),
+        "referral": referral_metrics(
+            predictions,
+            scorer.thresholds["default"],
+            options.uncertainty,
+            len(samples),
+            resamples,
+            seed,
+        ),
     }
-    out_dir = evaluation_dir(run_dir, path.name, dataset)
+    _apply_policy(scorer, predictions, metrics, options, len(samples))
     _write_outputs(out_dir, predictions, metrics)
     _log_summary(metrics, out_dir)
     return metrics
+
+
+def _apply_policy(scorer, predictions, metrics, options, samples: int) -> None:
+    """On validation: choose and write ``referral.json``; elsewhere: apply it if it fits."""
+    u = options.uncertainty
+    if options.split == "val":
+        policy = choose_policy(predictions, u, samples, scorer.checkpoint)
+        write_policy(scorer.policy_dir, policy)
+    else:
+        policy = read_policy(scorer.policy_dir, str(u.method), str(u.measure), samples)
+    if policy:
+        column = ranking_column(str(u.measure), predictions)
+        referred = refer(predictions[column], predictions["referred_default"], policy)
+        predictions[REFER_COLUMN] = referred.astype(int)
+        metrics["referral"]["policy"] = {**policy, "referred_share": float(referred.mean())}
 
 
 def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | None):
@@ -146,7 +258,9 @@ def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> N
         lambda path: predictions.to_csv(path, index=False, float_format="%.6f"),
     )
     write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
-    write_report(out_dir, metrics, write_plots(out_dir, predictions, metrics))
+    plots = write_plots(out_dir, predictions, metrics)
+    plots |= write_referral_plots(out_dir, predictions, metrics)
+    write_report(out_dir, metrics, plots, (referral_section(metrics),))
 
 
 def _log_summary(metrics: dict, out_dir: Path) -> None:

@@ -16,10 +16,18 @@ import tensorflow as tf
 
 from retina.checkpoint.read import read_operating_points
 from retina.config import ExportFormat, require_choice
-from retina.files import write_json
+from retina.files import read_json, write_json
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference import load_run_model, output_columns
-from retina.run_dir import EXPORT_DIR, KERAS_MODEL_FILE, SAVED_MODEL_DIR, SERVING_FILE
+from retina.referral import REFER_COLUMN
+from retina.run_dir import (
+    EXPORT_DIR,
+    KERAS_MODEL_FILE,
+    REFERRAL_FILE,
+    SAVED_MODEL_DIR,
+    SERVING_FILE,
+)
+from retina.sampling import sampler, tf_referable_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +35,18 @@ log = logging.getLogger(__name__)
 class ReferralModel(tf.Module):
     """The model plus its referral rule, with one concrete serving signature."""
 
-    def __init__(self, model, thresholds: dict[str, float], image_size: int):
+    def __init__(self, model, thresholds: dict[str, float], image_size: int, policy: dict):
         super().__init__()
         self.model = model
         self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
+        self.policy = policy
+        self.sample = sampler(model, policy["method"], policy["samples"])
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, images):
-        probabilities = tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32))
+        samples = self.sample(images)
+        probabilities = tf.reduce_mean(samples, 0)
         if probabilities.shape[-1] == 2:
             referable = probabilities[:, 1]
         else:
@@ -43,7 +54,20 @@ class ReferralModel(tf.Module):
         outputs = {"probabilities": probabilities, "referable_probability": referable}
         for name, threshold in self.thresholds.items():
             outputs[f"referred_{name}"] = referable >= threshold
+        uncertainty = tf_referable_uncertainty(samples, self.policy["measure"])
+        outputs["uncertainty"] = uncertainty
+        if "threshold" in self.policy:
+            too_uncertain = uncertainty > tf.constant(self.policy["threshold"], tf.float32)
+            outputs[REFER_COLUMN] = too_uncertain | outputs["referred_default"]
         return outputs
+
+
+def export_policy(run_dir: Path) -> dict:
+    """The run's referral policy, or the softmax's predictive entropy without a threshold."""
+    path = run_dir / REFERRAL_FILE
+    if path.is_file():
+        return read_json(path)
+    return {"method": "none", "samples": 1, "measure": "predictive_entropy"}
 
 
 def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: int) -> dict:
@@ -67,6 +91,8 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: in
             "probabilities": output_columns(num_outputs),
             "referable_probability": f"P(ICDR grade >= {REFERABLE_MIN_GRADE})",
             "referred_<operating point>": "referable_probability >= threshold",
+            "uncertainty": "the referral policy's measure of the referable decision",
+            REFER_COLUMN: "uncertainty > the policy's threshold, or referred_default",
         },
         "operating_points": thresholds,
         "operating_points_source": "chosen on the run's validation split during training",
@@ -82,15 +108,16 @@ def export_run(
     fmt = require_choice("format", fmt, ExportFormat)
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
-    thresholds = read_operating_points(path)
+    thresholds, policy = read_operating_points(path), export_policy(run_dir)
     out_dir = Path(output_dir) if output_dir else run_dir / EXPORT_DIR / f"{path.name}-{fmt}"
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
         model.save(out_dir / KERAS_MODEL_FILE)
     else:
-        module = ReferralModel(model, thresholds, cfg.preprocess.image_size)
+        module = ReferralModel(model, thresholds, cfg.preprocess.image_size, policy)
         tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures=module.serve)
     description = serving_description(cfg, path, thresholds, model.output_shape[-1])
+    description["referral"] = policy  # the SavedModel's uncertainty and refer_to_specialist
     write_json(out_dir / SERVING_FILE, description)
     log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)
     return out_dir

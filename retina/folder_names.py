@@ -30,3 +30,21 @@ def check_run_dir(run_dir: Path) -> None:
             "checkpoint reader takes as a pattern: checkpoints saved there could not be read "
             "back. Choose a folder name without them (hydra.run.dir=...)."
         )
+
+
+ENSEMBLE_EVAL_DIR = "ensemble-eval"
+
+
+def ensemble_output_dir(output_dir: str, sweep_dir: str, members) -> str:
+    """Where an ensemble's evaluation goes: ``ensemble.output_dir``, else
+    ``<sweep_dir>/ensemble-eval``, else beside the first member; "" for no ensemble."""
+    if output_dir:
+        return output_dir
+    if sweep_dir:
+        return str(Path(sweep_dir) / ENSEMBLE_EVAL_DIR)
+    return str(Path(members[0]).parent / ENSEMBLE_EVAL_DIR) if members else ""
+
+
+def evaluation_log_dir(run_dir: str, output_dir: str, sweep_dir: str, members) -> str:
+    """``hydra.run.dir`` of ``retina.evaluate``: the ensemble's folder, else <run_dir>/eval."""
+    return ensemble_output_dir(output_dir, sweep_dir, members) or str(Path(run_dir) / "eval")

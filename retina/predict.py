@@ -14,7 +14,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    to_typed(cfg)  # refuses _target_-style keys by name
+    options = to_typed(cfg)  # refuses _target_-style keys by name
     from retina.prediction import predict_scans
 
     predict_scans(
@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> None:
         cfg.batch_size,
         cfg.tta,
         cfg.paths_in_outputs,
+        options.uncertainty,
     )
 
 

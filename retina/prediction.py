@@ -14,14 +14,22 @@ import pandas as pd
 from tqdm import tqdm
 
 from retina.checkpoint.read import read_operating_points
-from retina.config import OperatingPoint, PathsInOutputs, require_choice
+from retina.config import (
+    OperatingPoint,
+    PathsInOutputs,
+    UncertaintyConfig,
+    UncertaintyMethod,
+    require_choice,
+)
 from retina.data.cache import build_cache
 from retina.data.privacy import record_paths, scan_pseudonym
 from retina.data.sources import IMAGE_SUFFIXES
-from retina.errors import DataError
+from retina.errors import ConfigError, DataError
 from retina.files import write_atomically
-from retina.inference import load_run_model, predict_probabilities, probability_columns
+from retina.inference import load_run_model, probability_columns
+from retina.referral import REFER_COLUMN, ranking_column, read_policy, refer, uncertainty_columns
 from retina.run_dir import PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
+from retina.sampling import FLIPS, sample_scans
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 4096  # scans scored and written at a time
@@ -70,9 +78,13 @@ def predict_scans(
     batch_size: int = 64,
     tta: bool = False,
     paths_in_outputs: str = PathsInOutputs.pseudonymise,
+    uncertainty: UncertaintyConfig | None = None,
 ) -> Path:
     """Writes ``predictions.csv`` (one row per readable scan) and ``unreadable.csv`` into
     ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path.
+
+    With ``uncertainty``, each scan also gets its uncertainty measures and, when the run
+    has a ``referral.json`` chosen with the same method, ``refer_to_specialist``.
 
     With ``paths_in_outputs=pseudonymise`` (the default) both name each scan by a
     pseudonymous ``scan_id``; ``<data.cache_dir>/scan_paths.csv`` maps ids to files.
@@ -94,10 +106,17 @@ def predict_scans(
             f"({IMAGE_SUFFIXES} in a folder, a CSV with a path column, or one scan)."
         )
 
+    u = uncertainty or UncertaintyConfig()
+    policy = read_policy(run_dir, str(u.method), str(u.measure), _sample_count(u))
+
     def score(chunk: pd.DataFrame) -> pd.DataFrame:
         paths = chunk["cache_path"].tolist()
-        probabilities = predict_probabilities(model, paths, batch_size, tta, progress=False)
-        table = _prediction_rows(chunk, probabilities, threshold, operating_point)
+        samples = sample_scans([model], paths, str(u.method), u.samples, batch_size, tta)
+        table = _prediction_rows(chunk, samples.mean(axis=0), threshold, operating_point)
+        table = pd.concat([table, uncertainty_columns(samples)], axis=1)
+        if policy:
+            column = ranking_column(str(u.measure), table)
+            table[REFER_COLUMN] = refer(table[column], table["referred"], policy).astype(int)
         return _pseudonymised(table, cfg, root) if private else table
 
     out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
@@ -118,6 +137,17 @@ def predict_scans(
         out_dir,
     )
     return out_dir / PREDICTIONS_FILE
+
+
+def _sample_count(uncertainty: UncertaintyConfig) -> int:
+    """Samples per scan of a method (ensembles are not predicted here: export averages)."""
+    if uncertainty.method == UncertaintyMethod.ensemble:
+        raise ConfigError(
+            "predict scores one run; for an ensemble, evaluate it (python -m retina.evaluate "
+            "uncertainty.method=ensemble ...) or predict with each member."
+        )
+    counts = {UncertaintyMethod.mc_dropout: uncertainty.samples, UncertaintyMethod.tta: len(FLIPS)}
+    return counts.get(uncertainty.method, 1)
 
 
 def _write_in_chunks(path: Path, rows: pd.DataFrame, score) -> int:

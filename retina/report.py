@@ -31,7 +31,7 @@ from retina.icdr import BINARY_NAMES, GRADE_NAMES
 from retina.markdown import as_float, format_count, format_interval, format_number, markdown_table
 from retina.run_dir import REPORT_FILE
 
-__all__ = ["format_interval", "format_number", "write_plots", "write_report"]
+__all__ = ["format_interval", "format_number", "save_figure", "write_plots", "write_report"]
 LEVELS = {"eye_level": "Eye", "patient_level": "Patient"}
 POINT_ORDER = ("default", "high_sensitivity", "high_specificity")
 PLOT_TITLES = {
@@ -39,6 +39,8 @@ PLOT_TITLES = {
     "confusion_matrix": "Confusion matrix",
     "calibration": "Calibration",
     "score_distributions": "Score distributions",
+    "referral": "Referral (retention) curves",
+    "uncertainty": "Uncertainty of right and wrong decisions",
 }
 FIGURE_SIZE = (6.4, 4.8)  # inches; at DPI, 640 x 480 pixels
 DPI = 100
@@ -91,10 +93,10 @@ def write_plots(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> dict
         "calibration": lambda ax: _draw_calibration(ax, eye["calibration"], ece),
         "score_distributions": lambda ax: _draw_scores(ax, grades, scores, eye["operating_points"]),
     }
-    return {name: _save_figure(out_dir / f"{name}.png", paint) for name, paint in painters.items()}
+    return {name: save_figure(out_dir / f"{name}.png", paint) for name, paint in painters.items()}
 
 
-def _save_figure(path: Path, paint: Callable[[Axes], None]) -> Path:
+def save_figure(path: Path, paint: Callable[[Axes], None]) -> Path:
     # The default style, not the user's matplotlibrc, so that the figure looks (and hashes)
     # the same on every machine.
     with matplotlib.style.context("default"):
@@ -227,13 +229,16 @@ def _draw_strips(ax: Axes, groups: list[np.ndarray], positions: list[int]) -> No
 # --- Report ------------------------------------------------------------------------------
 
 
-def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path]) -> Path:
+def write_report(
+    out_dir: Path, metrics: dict, plots: dict[str, Path], sections: tuple[str, ...] = ()
+) -> Path:
     """Writes ``report.md``: AUCs, operating points, grading metrics and the plots.
 
     Args:
         out_dir: folder to write into; created if missing. Plots are linked relative to it.
         metrics: the evaluation metrics, as ``retina.evaluation.evaluate_run`` returns them.
         plots: the figures to embed, by name, as ``write_plots`` returns them.
+        sections: further Markdown sections, placed before the plots.
 
     Returns:
         The report's path.
@@ -244,6 +249,7 @@ def write_report(out_dir: Path, metrics: dict, plots: dict[str, Path]) -> Path:
         _header(metrics),
         _auc_table(metrics),
         *(_level_section(metrics[key], label) for key, label in LEVELS.items()),
+        *sections,
         _plots_section(out_dir, plots),
     ]
     return write_atomically(out_dir / REPORT_FILE, "\n\n".join(sections) + "\n")

@@ -14,6 +14,7 @@ Layout of ``<run_dir>/`` (written by ``python -m retina.train``)::
     latest/ best/        checkpoints (see retina.checkpoint); quarantine/: damaged ones
     tensorboard/         TensorBoard event files
     eval/<ckpt>-<set>/   metrics.json, predictions.csv, plots, report.md
+    referral.json        the uncertainty threshold evaluate split=val chose (retina.referral)
     predict/             predictions.csv, unreadable.csv
     export/<ckpt>-<fmt>/ saved_model/ or model.keras, serving.json
 """
@@ -49,6 +50,7 @@ PREDICTIONS_FILE = "predictions.csv"
 UNREADABLE_FILE = "unreadable.csv"
 REPORT_FILE = "report.md"
 SERVING_FILE = "serving.json"
+REFERRAL_FILE = "referral.json"  # the uncertainty threshold chosen on validation
 KERAS_MODEL_FILE, SAVED_MODEL_DIR = "model.keras", "saved_model"
 STEP_COLUMNS = ["step", "loss", "accuracy", "skipped"]
 

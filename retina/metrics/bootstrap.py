@@ -18,32 +18,45 @@ def bootstrap_aucs(
     """ROC AUC of each cluster resample; nan where a resample holds a single class.
 
     A resample is a vector of copy counts per cluster, so each scan gets the weight of its
-    cluster and the AUC is the weighted Mann-Whitney statistic (ties count one half). Scores
-    are sorted once; the weighted statistic is then a cumulative sum over tie groups, which
-    costs O(resamples x scans) with no per-resample Python loop.
+    cluster (``weighted_aucs``).
     """
-    order = np.argsort(scores, kind="stable")
-    scores, positive = scores[order], positive[order]
-    _, cluster_of_scan = np.unique(clusters[order], return_inverse=True)
+    _, cluster_of_scan = np.unique(clusters, return_inverse=True)
     n_clusters = int(cluster_of_scan.max()) + 1
-    tie_starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
     rng = np.random.default_rng(seed)
     aucs = np.empty(n_resamples)
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(len(scores), n_clusters))
-    for begin in range(0, n_resamples, chunk):
-        rows = min(chunk, n_resamples - begin)
+    for begin, rows in resample_chunks(n_resamples, max(len(scores), n_clusters)):
         # Generator streams do not depend on how draws are split, so the chunk size cannot
         # change the result for a seed.
         weights = cluster_copies(rng, rows, n_clusters)[:, cluster_of_scan]
-        # Integer arithmetic keeps the statistic exact (and ties exactly one half).
-        pos = np.add.reduceat(weights * positive, tie_starts, axis=1)
-        neg = np.add.reduceat(weights * ~positive, tie_starts, axis=1)
-        neg_below = np.cumsum(neg, axis=1) - neg
-        twice_wins = (pos * (2 * neg_below + neg)).sum(axis=1)
-        twice_pairs = 2 * pos.sum(axis=1) * neg.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aucs[begin : begin + rows] = np.where(twice_pairs > 0, twice_wins / twice_pairs, np.nan)
+        aucs[begin : begin + rows] = weighted_aucs(positive, scores, weights)
     return aucs
+
+
+def resample_chunks(n_resamples: int, columns: int):
+    """(first row, rows) of chunks of resamples whose weight matrices stay near 100 MB."""
+    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // max(columns, 1))
+    for begin in range(0, n_resamples, chunk):
+        yield begin, min(chunk, n_resamples - begin)
+
+
+def weighted_aucs(positive: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC under each row of integer scan ``weights`` (rows x scans): the weighted
+    Mann-Whitney statistic, ties one half; nan where a row weighs a single class.
+
+    Scores are sorted once; the statistic is then a cumulative sum over tie groups, which
+    costs O(rows x scans) with no per-row Python loop.
+    """
+    order = np.argsort(scores, kind="stable")
+    scores, positive, weights = scores[order], positive[order], weights[:, order]
+    tie_starts = np.flatnonzero(np.r_[True, scores[1:] != scores[:-1]])
+    # Integer arithmetic keeps the statistic exact (and ties exactly one half).
+    pos = np.add.reduceat(weights * positive, tie_starts, axis=1)
+    neg = np.add.reduceat(weights * ~positive, tie_starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    twice_wins = (pos * (2 * neg_below + neg)).sum(axis=1)
+    twice_pairs = 2 * pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(twice_pairs > 0, twice_wins / twice_pairs, np.nan)
 
 
 def bootstrap_auc_interval(

@@ -1,0 +1,73 @@
+"""Several trained runs scored as one model: ``uncertainty.method=ensemble`` with
+``ensemble.members=[<run>, ...]`` or ``ensemble.sweep_dir=<sweep>`` (its finished jobs,
+e.g. the seeds or folds of one configuration). The members' mean probability is the
+prediction, their disagreement the epistemic uncertainty."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from retina.checkpoint.read import read_operating_points
+from retina.errors import ConfigError
+from retina.inference import load_run_model
+from retina.run_dir import CONFIG_FILE, read_manifest, read_status
+
+
+def ensemble_members(members: list[str], sweep_dir: str) -> list[Path]:
+    """The member run folders: those listed, then the finished jobs of ``sweep_dir``."""
+    from retina.sweep import job_folders
+
+    found = [Path(m) for m in members]
+    if sweep_dir:
+        jobs = job_folders(sweep_dir)
+        found += [j for j in jobs if read_status(j).get("status") == "finished"]
+    if not found:
+        raise ConfigError(
+            "uncertainty.method=ensemble needs its members: ensemble.members=[<run>,...] or "
+            "ensemble.sweep_dir=<sweep folder with finished jobs>."
+        )
+    for member in found:
+        if not (member / CONFIG_FILE).is_file():
+            raise ConfigError(f"ensemble member {member} is not a run folder (no {CONFIG_FILE}).")
+    return found
+
+
+def load_members(members: list[Path], checkpoint: str) -> tuple[list, list, list[Path]]:
+    """(configs, models, checkpoint paths); refused unless every member preprocesses scans
+    exactly as the first one (the cached scans are shared)."""
+    loaded = [load_run_model(member, checkpoint) for member in members]
+    first = asdict(loaded[0][0].preprocess)
+    for member, (cfg, _, _) in zip(members[1:], loaded[1:], strict=True):
+        differing = {k: (first[k], v) for k, v in asdict(cfg.preprocess).items() if first[k] != v}
+        if differing:
+            keys = ", ".join(f"preprocess.{k}: {a!r} vs {b!r}" for k, (a, b) in differing.items())
+            raise ConfigError(
+                f"ensemble member {member} preprocesses differently from {members[0]} ({keys}); "
+                "members must share the preprocessing."
+            )
+    return [c for c, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded]
+
+
+def mean_operating_points(paths: list[Path]) -> dict:
+    """Each operating point's threshold averaged over the members' checkpoints."""
+    points = [read_operating_points(path) for path in paths]
+    return {name: float(np.mean([p[name] for p in points])) for name in points[0]}
+
+
+def check_same_split(members: list[Path], split: str) -> None:
+    """Every member holds the same scans in ``split`` (the same data and split seed)."""
+
+    def scans(member):
+        manifest = read_manifest(member)
+        return sorted(manifest.loc[manifest["split"] == split, "scan_id"])
+
+    first = scans(members[0])
+    for member in members[1:]:
+        if scans(member) != first:
+            raise ConfigError(
+                f"ensemble member {member} has other scans in split {split!r} than "
+                f"{members[0]} (another data set or data.split_seed); score them apart."
+            )

@@ -1,0 +1,128 @@
+"""Referral by uncertainty: the per-scan measures as table columns, the referral
+(retention) metrics of an evaluation, and the policy that travels with the model.
+
+The policy (``referral.json``, written by ``evaluate split=val``) is an uncertainty
+threshold chosen on validation predictions so that ``uncertainty.referral_fraction`` of
+them is referred. ``evaluate`` on other splits, ``predict`` and the exported SavedModel
+then refer a scan to a specialist when its uncertainty is above the threshold or its
+referable probability is at or above the operating point.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retina.errors import ConfigError
+from retina.files import read_json, write_json
+from retina.metrics.rates import is_referable
+from retina.metrics.retention import retention_curves
+from retina.metrics.uncertainty import scan_uncertainty
+from retina.run_dir import REFERRAL_FILE
+
+log = logging.getLogger(__name__)
+REFER_COLUMN = "refer_to_specialist"
+
+
+def uncertainty_columns(samples: np.ndarray) -> pd.DataFrame:
+    """One column per measure; from a single prediction, its entropies only."""
+    measures = scan_uncertainty(samples)
+    if len(samples) == 1:  # nothing sampled: no disagreement to measure
+        measures = {k: v for k, v in measures.items() if k.endswith("predictive_entropy")}
+    return pd.DataFrame(measures)
+
+
+def ranking_column(measure: str, table: pd.DataFrame) -> str:
+    """The column that ranks scans for referral: the referable decision's ``measure``."""
+    column = f"referable_{measure}"
+    if column not in table:
+        raise ConfigError(
+            f"uncertainty.measure={measure} needs sampled predictions; with "
+            "uncertainty.method=none only predictive_entropy is defined. Use "
+            "uncertainty.method=mc_dropout, ensemble or tta."
+        )
+    return column
+
+
+def referral_metrics(
+    predictions: pd.DataFrame,
+    threshold: float,
+    uncertainty,
+    samples: int,
+    n_resamples: int,
+    seed: int,
+) -> dict:
+    """Retention curves of the referable decision at ``threshold`` (see
+    ``retina.metrics.retention``), ranked by the configured measure."""
+    column = ranking_column(str(uncertainty.measure), predictions)
+    curves = retention_curves(
+        is_referable(predictions["grade"]),
+        predictions["referable_probability"].to_numpy(),
+        predictions[column].to_numpy(),
+        predictions["patient"].to_numpy(),
+        threshold,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return {
+        "method": str(uncertainty.method),
+        "samples": samples,
+        "measure": str(uncertainty.measure),
+        **curves,
+    }
+
+
+def choose_policy(predictions: pd.DataFrame, uncertainty, samples: int, checkpoint: str) -> dict:
+    """The threshold above which ``referral_fraction`` of these (validation) scans lie."""
+    fraction = uncertainty.referral_fraction
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"uncertainty.referral_fraction={fraction} must be in [0, 1).")
+    values = predictions[ranking_column(str(uncertainty.measure), predictions)].to_numpy()
+    return {
+        "method": str(uncertainty.method),
+        "samples": samples,
+        "measure": str(uncertainty.measure),
+        "threshold": float(np.quantile(values, 1 - fraction)),
+        "fraction": fraction,
+        "chosen_on": f"{len(values)} validation scans",
+        "checkpoint": checkpoint,
+    }
+
+
+def write_policy(folder: Path, policy: dict) -> Path:
+    path = Path(folder) / REFERRAL_FILE
+    write_json(path, policy, sort_keys=True)
+    log.info(
+        "Referral policy: refer above %s %.4f (%.0f%% of validation) -> %s",
+        policy["measure"],
+        policy["threshold"],
+        100 * policy["fraction"],
+        path,
+    )
+    return path
+
+
+def read_policy(folder: Path, method: str, measure: str, samples: int) -> dict | None:
+    """The folder's policy if it was chosen with this method, measure and sample count."""
+    path = Path(folder) / REFERRAL_FILE
+    if not path.is_file():
+        return None
+    policy = read_json(path)
+    wanted = {"method": method, "measure": measure, "samples": samples}
+    if any(policy.get(k) != v for k, v in wanted.items()):
+        log.warning(
+            "%s was chosen for %s, not %s: no refer_to_specialist column.",
+            path,
+            {k: policy.get(k) for k in wanted},
+            wanted,
+        )
+        return None
+    return policy
+
+
+def refer(uncertainty: np.ndarray, referred: np.ndarray, policy: dict) -> np.ndarray:
+    """Refer when too uncertain, or when the operating point refers anyway."""
+    return (np.asarray(uncertainty) > policy["threshold"]) | np.asarray(referred, bool)

@@ -1,0 +1,92 @@
+"""Uncertainty measures and referral (retention) curves against brute-force references."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from retina.metrics.retention import TABLE_FRACTIONS, retention_curves
+from retina.metrics.uncertainty import scan_uncertainty, uncertainty_measures
+
+
+def _entropy(p):
+    return -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+
+
+def test_entropy_and_mutual_information_match_a_numpy_reference():
+    samples = np.array(
+        [
+            [[0.7, 0.1, 0.1, 0.05, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2], [1.0, 0, 0, 0, 0]],
+            [[0.1, 0.1, 0.6, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2], [1.0, 0, 0, 0, 0]],
+            [[0.4, 0.3, 0.2, 0.05, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2], [1.0, 0, 0, 0, 0]],
+        ]
+    )
+    measures = uncertainty_measures(samples)
+    predictive = _entropy(samples.mean(0))
+    expected = np.mean([_entropy(s) for s in samples], axis=0)
+    np.testing.assert_allclose(measures["predictive_entropy"], predictive, atol=1e-12)
+    np.testing.assert_allclose(measures["expected_entropy"], expected, atol=1e-12)
+    np.testing.assert_allclose(measures["mutual_information"], predictive - expected, atol=1e-12)
+    assert measures["mutual_information"][0] > 0.1  # the samples disagree
+    assert measures["mutual_information"][1:] == pytest.approx([0, 0], abs=1e-12)  # they agree
+    assert measures["predictive_entropy"][1] == pytest.approx(np.log(5))
+    referable = scan_uncertainty(samples)
+    r = samples[..., 2:].sum(-1)
+    bernoulli = np.stack([1 - r, r], -1)
+    np.testing.assert_allclose(
+        referable["referable_predictive_entropy"], _entropy(bernoulli.mean(0)), atol=1e-12
+    )
+    assert set(referable) >= {"grade_mutual_information", "referable_expected_entropy"}
+
+
+@pytest.fixture(scope="module")
+def scored():
+    """300 scans of 150 patients; the uncertain scans are the ones the model gets wrong."""
+    rng = np.random.default_rng(5)
+    positive = rng.random(300) < 0.35
+    hard = rng.random(300) < 0.3
+    scores = np.clip(np.where(positive, 0.7, 0.3) + rng.normal(0, np.where(hard, 0.35, 0.1)), 0, 1)
+    uncertainty = np.where(hard, 0.6, 0.2) + rng.normal(0, 0.1, 300)
+    return positive, scores, uncertainty, np.repeat(np.arange(150), 2)
+
+
+def test_retention_curves_match_a_brute_force_reference(scored):
+    positive, scores, uncertainty, patients = scored
+    curves = retention_curves(positive, scores, uncertainty, patients, 0.5, n_resamples=200)
+    order = np.argsort(uncertainty, kind="stable")
+    for index, fraction in enumerate(TABLE_FRACTIONS):
+        kept = order[: int(np.floor(300 * fraction + 1e-9))]
+        referred = order[len(kept) :]
+        decided = scores >= 0.5
+        plain = curves["table"]["plain"]
+        assert plain["referable_auc"][index]["value"] == pytest.approx(
+            roc_auc_score(positive[kept], scores[kept]), abs=1e-9
+        )
+        assert plain["accuracy"][index]["value"] == pytest.approx(
+            np.mean(decided[kept] == positive[kept]), abs=1e-9
+        )
+        assert plain["sensitivity"][index]["value"] == pytest.approx(
+            decided[kept][positive[kept]].mean(), abs=1e-9
+        )
+        oracle_scores = scores.copy()
+        oracle_scores[referred] = np.where(positive[referred], 2.0, -1.0)
+        oracle = curves["table"]["oracle"]
+        assert oracle["referable_auc"][index]["value"] == pytest.approx(
+            roc_auc_score(positive, oracle_scores), abs=1e-9
+        )
+        correct = (decided[kept] == positive[kept]).sum() + len(referred)
+        assert oracle["accuracy"][index]["value"] == pytest.approx(correct / 300, abs=1e-9)
+
+
+def test_oracle_is_never_below_plain_and_uncertainty_beats_random(scored):
+    positive, scores, uncertainty, patients = scored
+    curves = retention_curves(positive, scores, uncertainty, patients, 0.5, n_resamples=300)
+    full = curves["curve"]
+    for metric, plain in full["plain"].items():
+        pairs = [(p, o) for p, o in zip(plain, full["oracle"][metric], strict=True) if p is not None]
+        assert pairs and all(o >= p - 1e-12 for p, o in pairs), metric
+    random = curves["table"]["random"]
+    for metric in ("referable_auc", "accuracy"):
+        everything = curves["table"]["plain"][metric][-1]["value"]  # kept fraction 1.0
+        for estimate in random[metric]:  # flat: the full-set value inside every interval
+            assert estimate["low"] <= everything <= estimate["high"], (metric, estimate)
+        assert curves["area_minus_random"][metric]["low"] > 0  # referring the unsure helps
