@@ -13,7 +13,7 @@ import numpy as np
 from retina.checkpoint.read import read_operating_points
 from retina.errors import ConfigError
 from retina.inference import load_run_model
-from retina.run_dir import CONFIG_FILE, read_manifest, read_status
+from retina.run_dir import CONFIG_FILE, load_run_config, read_manifest, read_status
 
 
 def ensemble_members(members: list[str], sweep_dir: str) -> list[Path]:
@@ -38,16 +38,17 @@ def ensemble_members(members: list[str], sweep_dir: str) -> list[Path]:
 def load_members(members: list[Path], checkpoint: str) -> tuple[list, list, list[Path]]:
     """(configs, models, checkpoint paths); refused unless every member preprocesses scans
     exactly as the first one (the cached scans are shared)."""
-    loaded = [load_run_model(member, checkpoint) for member in members]
-    first = asdict(loaded[0][0].preprocess)
-    for member, (cfg, _, _) in zip(members[1:], loaded[1:], strict=True):
-        differing = {k: (first[k], v) for k, v in asdict(cfg.preprocess).items() if first[k] != v}
+    first = asdict(load_run_config(members[0]).preprocess)
+    for member in members[1:]:
+        theirs = asdict(load_run_config(member).preprocess)
+        differing = {k: (first[k], v) for k, v in theirs.items() if first[k] != v}
         if differing:
             keys = ", ".join(f"preprocess.{k}: {a!r} vs {b!r}" for k, (a, b) in differing.items())
             raise ConfigError(
                 f"ensemble member {member} preprocesses differently from {members[0]} ({keys}); "
                 "members must share the preprocessing."
             )
+    loaded = [load_run_model(member, checkpoint) for member in members]
     return [c for c, _, _ in loaded], [m for _, m, _ in loaded], [p for _, _, p in loaded]
 
 

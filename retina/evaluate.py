@@ -44,6 +44,7 @@ def main(cfg: DictConfig) -> float:
             o.seed,
             o.data,
             o.uncertainty,
+            o.rebalance,
         )
     return metrics["eye_level"]["referable_auc"]["value"]
 

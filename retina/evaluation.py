@@ -40,8 +40,10 @@ from retina.referral import (
 )
 from retina.referral_report import referral_section, write_referral_plots
 from retina.report import write_plots, write_report
-from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir
+from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir, read_manifest
 from retina.sampling import sample_scans
+from retina.shift import comparison_section, rebalanced
+from retina.shift import summary as shift_summary
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +111,46 @@ def evaluate_run(
     seed: int = 0,
     data: DataConfig | None = None,
     uncertainty: UncertaintyConfig | None = None,
+    rebalance: bool = False,
 ) -> dict:
     """Scores ``split`` of the run's manifest (or of ``data``, another data set, where
     ``split="all"`` takes all of it) with the restored ``checkpoint``.
 
     The operating points are the ones stored in the checkpoint (chosen on the validation
     split during training); nothing is tuned here. With ``uncertainty``, each scan also
-    gets its predictive uncertainty and the evaluation its referral curves. Returns the
-    metrics written to ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
+    gets its predictive uncertainty and the evaluation its referral curves. Another data
+    set is reported beside the run's own test split (evaluated too), optionally
+    ``rebalance``d to its grade mix. Returns the metrics written to
+    ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
     """
     run_dir = Path(run_dir)
+    options = Options(split, batch_size, tta, n_resamples, seed, uncertainty or UncertaintyConfig())
+    in_domain = None
+    if data is not None:
+        in_domain = evaluate_run(
+            run_dir,
+            checkpoint,
+            "test",
+            batch_size,
+            tta,
+            n_resamples,
+            seed,
+            None,
+            options.uncertainty,
+        )
     cfg, model, path = load_run_model(run_dir, checkpoint)
     rows, dataset = scored_rows(cfg, run_dir, split, data)
+    if rebalance and data is not None:
+        rows, dataset = rebalanced(rows, _test_grades(run_dir), seed), f"{dataset}-rebalanced"
     points = read_operating_points(path)
     scorer = Scorer([model], points, path.name, _operating_points_source(path, cfg), run_dir)
-    options = Options(split, batch_size, tta, n_resamples, seed, uncertainty or UncertaintyConfig())
-    return score(scorer, rows, dataset, evaluation_dir(run_dir, path.name, dataset), options)
+    out_dir = evaluation_dir(run_dir, path.name, dataset)
+    return score(scorer, rows, dataset, out_dir, options, in_domain)
+
+
+def _test_grades(run_dir: Path) -> pd.Series:
+    manifest = read_manifest(run_dir)
+    return manifest.loc[manifest["split"] == "test", "grade"]
 
 
 def evaluate_ensemble(
@@ -152,7 +178,12 @@ def evaluate_ensemble(
 
 
 def score(
-    scorer: Scorer, rows: pd.DataFrame, dataset: str, out_dir: Path, options: Options
+    scorer: Scorer,
+    rows: pd.DataFrame,
+    dataset: str,
+    out_dir: Path,
+    options: Options,
+    in_domain: dict | None = None,
 ) -> dict:
     """Predicts, measures and writes one evaluation; see ``evaluate_run``."""
     method = str(options.uncertainty.method)
@@ -196,6 +227,8 @@ def score(
         ),
     }
     _apply_policy(scorer, predictions, metrics, options, len(samples))
+    if in_domain:
+        metrics["in_domain"] = shift_summary(in_domain)
     _write_outputs(out_dir, predictions, metrics)
     _log_summary(metrics, out_dir)
     return metrics
@@ -260,7 +293,10 @@ def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> N
     write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
     plots = write_plots(out_dir, predictions, metrics)
     plots |= write_referral_plots(out_dir, predictions, metrics)
-    write_report(out_dir, metrics, plots, (referral_section(metrics),))
+    sections = [referral_section(metrics)]
+    if "in_domain" in metrics:
+        sections.append(comparison_section(metrics["in_domain"], shift_summary(metrics)))
+    write_report(out_dir, metrics, plots, tuple(sections))
 
 
 def _log_summary(metrics: dict, out_dir: Path) -> None:

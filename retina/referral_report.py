@@ -19,8 +19,11 @@ from retina.report import save_figure
 def write_referral_plots(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> dict:
     referral = metrics["referral"]
     column = ranking_column(referral["measure"], predictions)
+    curves = {metrics["dataset"]: referral}
+    if "in_domain" in metrics:  # shifted: the run's own test split beside it
+        curves = {metrics["in_domain"]["dataset"]: metrics["in_domain"]["referral"], **curves}
     painters = {
-        "referral": lambda ax: draw_retention(ax, {metrics["dataset"]: referral}),
+        "referral": lambda ax: draw_retention(ax, curves),
         "uncertainty": lambda ax: _draw_uncertainty(ax, predictions, column),
     }
     return {

@@ -6,6 +6,7 @@
     python scripts/benchmark.py distributed [--train-patients 300] [--repeats 3]
     python scripts/benchmark.py precision [--precision-models small_cnn efficientnet_b0]
     python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
+    python scripts/benchmark.py uncertainty [--mc-samples 20] [--uncertainty-scans 512]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -435,6 +436,14 @@ def bench_scale(args) -> dict:
     return scale(args)
 
 
+def bench_uncertainty(args) -> dict:
+    """Evaluation time with mc_dropout, tta and a 5-member ensemble over time with none."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from uncertainty_benchmark import bench_uncertainty as uncertainty
+
+    return uncertainty(args)
+
+
 BENCHMARKS = {
     "checkpoint": bench_checkpoint,
     "data": bench_data,
@@ -442,6 +451,7 @@ BENCHMARKS = {
     "distributed": bench_distributed,
     "precision": bench_precision,
     "scale": bench_scale,
+    "uncertainty": bench_uncertainty,
 }
 
 
@@ -482,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-work", default=str(Path(tempfile.gettempdir()) / "retina-bench-scale")
     )
+    parser.add_argument("--mc-samples", type=int, default=20, help="uncertainty: MC samples")
+    parser.add_argument("--uncertainty-scans", type=int, default=512, help="uncertainty: scans")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]

@@ -11,9 +11,11 @@ byte-heavy set of 2048 px photographs. Per set, through the real entry points:
 - warm start-up: re-launching the finished run (``Nothing to do``), seconds;
 - evaluation with start-up excluded: every scan of the run scored by the restored model
   and the evaluation metrics computed, after one warm-up batch has traced the predict
-  step, seconds per 1,000 scans: the fastest of five passes (a pass of 1,000 scans takes
-  about 0.6 s; on this shared machine passes of one set varied by up to 30%, 0.49 to
-  0.65 s per 1,000 at 16,000 scans, and interference only ever adds time);
+  step, seconds per 1,000 scans. All sets in one process, in turn, five rounds, the
+  fastest pass of each: on this shared machine separate processes minutes apart measured
+  the same set 0.43 to 0.69 s per 1,000 (the machine's speed drifts; interleaving puts
+  every set in the same spells), while passes of 250 to 4,000 scans in one process gave
+  0.49 to 0.56;
 - peak RSS of the training and the evaluation process (``os.wait4``).
 """
 
@@ -114,21 +116,38 @@ from retina.data.prepare import prepare_run_data
 from retina.inference import load_run_model, make_predict_step, predict_dataset
 from retina.metrics.rates import referable_probability
 from retina.metrics.summary import evaluation_metrics
-run = sys.argv[1]
-cfg, model, path = load_run_model(run, "latest")
-rows = prepare_run_data(cfg, run)
-paths, grades = rows["cache_path"].tolist(), rows["grade"].tolist()
-step = make_predict_step(model)
-predict_dataset(step, make_eval_dataset(paths[:64], grades[:64], 64))  # traces the step
-seconds = []
-for _ in range(5):  # interference only adds time: the fastest pass
-    started = time.perf_counter()
-    truth, probabilities = predict_dataset(step, make_eval_dataset(paths, grades, 64))
-    evaluation_metrics(truth, probabilities.argmax(1), referable_probability(probabilities),
-                       rows["patient"].to_numpy(), {"default": 0.5}, n_resamples=200)
-    seconds.append(time.perf_counter() - started)
-print("SCORED", len(paths), min(seconds))
+runs = {}
+for run in sys.argv[1:]:
+    cfg, model, path = load_run_model(run, "latest")
+    rows = prepare_run_data(cfg, run)
+    step = make_predict_step(model)
+    predict_dataset(step, make_eval_dataset(rows["cache_path"].tolist()[:64], [0] * 64, 64))
+    runs[run] = (rows, step, [])
+for _ in range(ROUNDS):  # the runs interleaved, so a slow spell of the machine hits all
+    for run, (rows, step, seconds) in runs.items():
+        started = time.perf_counter()
+        dataset = make_eval_dataset(rows["cache_path"].tolist(), rows["grade"].tolist(), 64)
+        truth, probabilities = predict_dataset(step, dataset)
+        evaluation_metrics(truth, probabilities.argmax(1), referable_probability(probabilities),
+                           rows["patient"].to_numpy(), {"default": 0.5}, n_resamples=200)
+        seconds.append(time.perf_counter() - started)
+for run, (rows, _, seconds) in runs.items():
+    print("SCORED", run, len(rows), min(seconds))
 """
+EVALUATION_ROUNDS = 5
+
+
+def evaluation_rates(run_dirs: list[Path]) -> dict[str, float]:
+    """Seconds per 1,000 scans of each run's evaluation, start-up excluded: one process
+    scores every run in turn, ``EVALUATION_ROUNDS`` rounds, the fastest pass of each."""
+    code = EVALUATION_WITHOUT_START_UP.replace("ROUNDS", str(EVALUATION_ROUNDS))
+    _, _, output = _run([sys.executable, "-c", code, *map(str, run_dirs)], ROOT)
+    rates = {}
+    for line in output.splitlines():
+        if line.startswith("SCORED"):
+            _, run, scans, seconds = line.split()
+            rates[run] = float(seconds) / int(scans) * 1000
+    return rates
 
 
 def measure_set(root: Path, facts: dict, work: Path) -> dict:
@@ -158,8 +177,6 @@ def measure_set(root: Path, facts: dict, work: Path) -> dict:
     warm_s, _, _ = _run(train, work)  # nothing left to train: start-up only
     evaluate = [sys.executable, "-m", "retina.evaluate", f"run_dir={run_dir}"]
     _, evaluate_rss, _ = _run([*evaluate, "bootstrap_resamples=200"], work)
-    _, _, output = _run([sys.executable, "-c", EVALUATION_WITHOUT_START_UP, str(run_dir)], ROOT)
-    scored, evaluate_s = (float(v) for v in output.split("SCORED")[-1].split())
     return {
         "scans": facts["scans"],
         "source_px": facts["source_px"],
@@ -168,8 +185,7 @@ def measure_set(root: Path, facts: dict, work: Path) -> dict:
         "cold_ingest_MB_per_s": facts["megabytes"] / ingest_s,
         "epoch_s": float(pd.read_csv(run_dir / "history.csv")["seconds"].iloc[0]),
         "warm_start_up_s": warm_s,
-        "evaluation_s_per_1k_scans": evaluate_s / scored * 1000,
-        "evaluated_scans": scored,
+        "run_dir": str(run_dir),
         "train_peak_rss_MiB": train_rss,
         "evaluate_peak_rss_MiB": evaluate_rss,
     }
@@ -236,6 +252,9 @@ def bench_scale(args) -> dict:
     sets = [(work / f"set-{n}", n, args.scale_source) for n in args.scale_sizes]
     sets.append((work / f"set-heavy-{args.heavy_scans}", args.heavy_scans, 2048))
     rows = [measure_set(root, make_set(root, n, px), work) for root, n, px in sets]
+    rates = evaluation_rates([Path(row["run_dir"]) for row in rows])
+    for row in rows:
+        row["evaluation_s_per_1k_scans"] = rates[row.pop("run_dir")]
     small = [row for row in rows if row["source_px"] == args.scale_source]
     first, last = small[0], small[-1]
     per_1k = [row["evaluation_s_per_1k_scans"] for row in small]

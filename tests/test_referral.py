@@ -1,6 +1,9 @@
 """Uncertainty measures and referral (retention) curves against brute-force references."""
 
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -82,7 +85,9 @@ def test_oracle_is_never_below_plain_and_uncertainty_beats_random(scored):
     curves = retention_curves(positive, scores, uncertainty, patients, 0.5, n_resamples=300)
     full = curves["curve"]
     for metric, plain in full["plain"].items():
-        pairs = [(p, o) for p, o in zip(plain, full["oracle"][metric], strict=True) if p is not None]
+        pairs = [
+            (p, o) for p, o in zip(plain, full["oracle"][metric], strict=True) if p is not None
+        ]
         assert pairs and all(o >= p - 1e-12 for p, o in pairs), metric
     random = curves["table"]["random"]
     for metric in ("referable_auc", "accuracy"):
@@ -90,3 +95,84 @@ def test_oracle_is_never_below_plain_and_uncertainty_beats_random(scored):
         for estimate in random[metric]:  # flat: the full-set value inside every interval
             assert estimate["low"] <= everything <= estimate["high"], (metric, estimate)
         assert curves["area_minus_random"][metric]["low"] > 0  # referring the unsure helps
+
+
+def test_mc_dropout_samples_differ_with_dropout_and_agree_without():
+    import tensorflow as tf
+
+    from retina.config import ModelConfig
+    from retina.models import build_model
+    from retina.sampling import mc_dropout_probabilities
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 3)).astype(np.uint8)
+    with_dropout = build_model(ModelConfig(widths=[8, 16], dropout=0.5), 48)
+    sample = tf.function(mc_dropout_probabilities(with_dropout, 8))
+    samples = sample(images).numpy()
+    assert samples.shape == (8, 6, 5)
+    assert np.abs(samples[0] - samples[1]).max() > 1e-3
+    reordered = sample(images[[4, 0]]).numpy()  # a scan's samples do not depend on its batch
+    np.testing.assert_allclose(reordered[:, 0], samples[:, 4], atol=1e-6)
+    without = build_model(ModelConfig(widths=[8, 16], dropout=0.0), 48)
+    samples = tf.function(mc_dropout_probabilities(without, 4))(images).numpy()
+    assert np.abs(samples - samples[:1]).max() == 0
+    plain = tf.nn.softmax(without(images, training=False)).numpy()
+    np.testing.assert_allclose(samples[0], plain, atol=1e-6)
+
+
+def _copy(run, target):
+    """A copy of a shared run (evaluations write into it)."""
+    shutil.copytree(run, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def second_run(shared_data, tmp_path_factory):
+    """Another one-epoch smoke run (seed 1) beside the session's smoke run."""
+    from conftest import smoke_config
+    from retina.training.loop import train
+
+    run_dir = tmp_path_factory.mktemp("second") / "run"
+    overrides = ["train.epochs=1", "train.evaluate_test=false", "seed=1"]
+    train(smoke_config(shared_data, overrides), run_dir)
+    return run_dir
+
+
+def test_an_ensemble_of_one_run_is_that_run_and_of_two_averages_them(
+    smoke_run, second_run, tmp_path
+):
+    from retina.evaluation import Options, evaluate_ensemble, evaluate_run
+
+    def probabilities(folder):
+        return pd.read_csv(folder / "predictions.csv").filter(like="prob_grade_").to_numpy()
+
+    alone = _copy(smoke_run, tmp_path / "alone")
+    single = evaluate_run(alone, "best", n_resamples=50)
+    one = evaluate_ensemble([alone], tmp_path / "one", "best", options=Options(n_resamples=50))
+    assert one["eye_level"] == single["eye_level"]
+    assert one["referral"]["method"] == "ensemble"
+    other = evaluate_run(_copy(second_run, tmp_path / "other"), "best", n_resamples=50)
+    two = evaluate_ensemble(
+        [alone, tmp_path / "other"], tmp_path / "two", "best", options=Options(n_resamples=50)
+    )
+    assert two["eye_level"]["n"] == single["eye_level"]["n"]
+    mean = (
+        probabilities(alone / "eval" / f"{single['checkpoint']}-test")
+        + probabilities(tmp_path / "other" / "eval" / f"{other['checkpoint']}-test")
+    ) / 2
+    np.testing.assert_allclose(probabilities(tmp_path / "two" / "best-test"), mean, atol=2e-6)
+    mutual = pd.read_csv(tmp_path / "two" / "best-test" / "predictions.csv")
+    assert (mutual["referable_mutual_information"] > 0).any()  # two members disagree
+
+
+def test_members_that_preprocess_differently_are_refused(smoke_run, tmp_path):
+    import yaml
+
+    from retina.ensemble import load_members
+    from retina.errors import ConfigError
+
+    changed = _copy(smoke_run, tmp_path / "changed")
+    config = yaml.safe_load((changed / "config.yaml").read_text())
+    config["preprocess"]["clahe"] = True
+    (changed / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"preprocesses differently .*preprocess.clahe"):
+        load_members([smoke_run, changed], "best")

@@ -151,3 +151,48 @@ def test_test_time_augmentation_averages_the_four_flips(run):
     averaged = predict_probabilities(model, paths, 8, tta=True)
     np.testing.assert_allclose(averaged, by_hand, atol=1e-6)
     assert not np.allclose(averaged, predict_probabilities(model, paths, 8), atol=1e-4)
+
+
+def test_predict_and_the_saved_model_agree_on_uncertainty_and_referral(run, mixed_folder, tmp_path):
+    from retina.config import UncertaintyConfig
+    from retina.prediction import predict_scans
+
+    sampled = UncertaintyConfig(method="mc_dropout", samples=8, referral_fraction=0.5)
+    evaluate_run(run, "best", split="val", n_resamples=20, uncertainty=sampled)
+    policy = json.loads((run / "referral.json").read_text())
+    assert policy["method"] == "mc_dropout" and policy["samples"] == 8
+    predictions = pd.read_csv(
+        predict_scans(
+            run,
+            mixed_folder,
+            output_dir=tmp_path / "predict",
+            paths_in_outputs="keep",
+            uncertainty=sampled,
+        )
+    )
+    assert predictions["referable_mutual_information"].gt(0).all()
+    out_dir = export_run(run, "saved_model", checkpoint="best", output_dir=tmp_path / "export")
+    script = textwrap.dedent(f"""
+        import json, sys
+        import pandas as pd, tensorflow as tf
+        from retina.data.cache import build_cache
+        from retina.data.pipeline import decode_cached
+        from retina.run_dir import load_run_config
+        cfg = load_run_config("{run}/config.yaml")
+        rows = pd.DataFrame({{"path": {predictions["path"].tolist()!r}}})
+        cached = build_cache(rows, "{mixed_folder}", cfg.preprocess, cfg.data.cache_dir)[0]
+        images = tf.stack([decode_cached(p) for p in cached["cache_path"]])
+        serve = tf.saved_model.load("{out_dir}/saved_model").signatures["serving_default"]
+        out = serve(images=tf.cast(images, tf.uint8))
+        json.dump([out["uncertainty"].numpy().tolist(),
+                   out["refer_to_specialist"].numpy().astype(int).tolist()], sys.stdout)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    uncertainty, referred = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(uncertainty, predictions["referable_predictive_entropy"], atol=1e-5)
+    assert referred == predictions["refer_to_specialist"].tolist()
+    serving = json.loads((out_dir / "serving.json").read_text())
+    assert serving["referral"]["threshold"] == pytest.approx(policy["threshold"])
