@@ -68,7 +68,10 @@ def check_same_split(members: list[Path], split: str) -> None:
     first = scans(members[0])
     for member in members[1:]:
         if scans(member) != first:
+            folds = ""
+            if split == "val":  # cross-validation folds: no scan is unseen by every member
+                folds = "; choose a referral policy on one member (run_dir=<member> split=val)"
             raise ConfigError(
                 f"ensemble member {member} has other scans in split {split!r} than "
-                f"{members[0]} (another data set or data.split_seed); score them apart."
+                f"{members[0]} (another data set, data.split_seed or data.fold){folds}."
             )

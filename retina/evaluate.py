@@ -4,6 +4,8 @@ an ensemble: ``uncertainty.method=ensemble ensemble.sweep_dir=<sweep>`` (or
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
@@ -18,7 +20,7 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     from retina.ensemble import ensemble_members
     from retina.errors import ConfigError
-    from retina.evaluation import Options, evaluate_ensemble, evaluate_run
+    from retina.evaluation import Options, evaluate_ensemble, evaluate_with
     from retina.folder_names import ensemble_output_dir
 
     o = to_typed(cfg)  # refuses _target_-style keys by name
@@ -34,18 +36,7 @@ def main(cfg: DictConfig) -> float:
             "uncertainty.method=ensemble ensemble.sweep_dir=<sweep>)."
         )
     else:
-        metrics = evaluate_run(
-            o.run_dir,
-            o.checkpoint,
-            o.split,
-            o.batch_size,
-            o.tta,
-            o.bootstrap_resamples,
-            o.seed,
-            o.data,
-            o.uncertainty,
-            o.rebalance,
-        )
+        metrics = evaluate_with(Path(o.run_dir), o.checkpoint, options, o.data, o.rebalance)
     return metrics["eye_level"]["referable_auc"]["value"]
 
 

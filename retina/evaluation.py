@@ -123,29 +123,39 @@ def evaluate_run(
     ``rebalance``d to its grade mix. Returns the metrics written to
     ``<run_dir>/eval/<checkpoint>-<split>/metrics.json``.
     """
-    run_dir = Path(run_dir)
     options = Options(split, batch_size, tta, n_resamples, seed, uncertainty or UncertaintyConfig())
+    return evaluate_with(Path(run_dir), checkpoint, options, data, rebalance)
+
+
+def evaluate_with(
+    run_dir: Path,
+    checkpoint: str,
+    options: Options,
+    data: DataConfig | None = None,
+    rebalance: bool = False,
+) -> dict:
+    """``evaluate_run`` with its options gathered."""
     in_domain = None
-    if data is not None:
-        in_domain = evaluate_run(
-            run_dir,
-            checkpoint,
-            "test",
-            batch_size,
-            tta,
-            n_resamples,
-            seed,
-            None,
-            options.uncertainty,
-        )
+    if data is not None:  # the run's own test split, scored the same way, goes beside it
+        in_domain = evaluate_with(run_dir, checkpoint, replace(options, split="test"))
     cfg, model, path = load_run_model(run_dir, checkpoint)
-    rows, dataset = scored_rows(cfg, run_dir, split, data)
+    rows, dataset = scored_rows(cfg, run_dir, options.split, data)
     if rebalance and data is not None:
-        rows, dataset = rebalanced(rows, _test_grades(run_dir), seed), f"{dataset}-rebalanced"
+        rows = rebalanced(rows, _test_grades(run_dir), options.seed)
+        dataset = f"{dataset}-rebalanced"
     points = read_operating_points(path)
     scorer = Scorer([model], points, path.name, _operating_points_source(path, cfg), run_dir)
-    out_dir = evaluation_dir(run_dir, path.name, dataset)
+    out_dir = _out_dir(run_dir, path.name, dataset, options)
     return score(scorer, rows, dataset, out_dir, options, in_domain)
+
+
+def _out_dir(run_dir: Path, checkpoint: str, dataset: str, options: Options) -> Path:
+    """``<run_dir>/eval/<checkpoint>-<data set>[-<method>]``: each uncertainty method its
+    own folder, ``none`` the plain name."""
+    method = str(options.uncertainty.method)
+    return evaluation_dir(
+        run_dir, checkpoint, dataset if method == "none" else f"{dataset}-{method}"
+    )
 
 
 def _test_grades(run_dir: Path) -> pd.Series:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from retina.icdr import NUM_GRADES
-from retina.markdown import format_count, format_interval, markdown_table
+from retina.markdown import format_count, format_interval, format_number, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -69,4 +69,6 @@ def comparison_section(in_domain: dict, shifted: dict) -> str:
 
 
 def _cell(value) -> str:
-    return format_interval(value) if isinstance(value, dict) else format_count(value)
+    if isinstance(value, dict):
+        return format_interval(value)
+    return format_count(value) if isinstance(value, int) else format_number(value)
