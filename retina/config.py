@@ -240,6 +240,9 @@ class EvaluateConfig:
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     rebalance: bool = False  # with data=: resample it to the run's own test grade mix
+    subgroups: list[str] = field(
+        default_factory=lambda: ["site", "eye", "sex", "age_band", "image_quality"]
+    )
 
 
 @dataclass

@@ -24,7 +24,15 @@ def main(cfg: DictConfig) -> float:
     from retina.folder_names import ensemble_output_dir
 
     o = to_typed(cfg)  # refuses _target_-style keys by name
-    options = Options(o.split, o.batch_size, o.tta, o.bootstrap_resamples, o.seed, o.uncertainty)
+    options = Options(
+        o.split,
+        o.batch_size,
+        o.tta,
+        o.bootstrap_resamples,
+        o.seed,
+        o.uncertainty,
+        tuple(o.subgroups),
+    )
     if o.uncertainty.method == "ensemble":
         ensemble = o.ensemble
         members = ensemble_members(ensemble.members, ensemble.sweep_dir)

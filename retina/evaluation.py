@@ -18,7 +18,7 @@ from retina.checkpoint.read import read_operating_points
 from retina.config import DataConfig, RunConfig, UncertaintyConfig
 from retina.data.cache import build_cache
 from retina.data.prepare import prepare_run_data
-from retina.data.sources import build_manifest
+from retina.data.sources import PATIENT_FACTS, build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.ensemble import check_same_split, load_members, mean_operating_points
 from retina.errors import DataError
@@ -27,6 +27,7 @@ from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference import load_run_model, probability_columns
 from retina.metrics.calibration import calibration_curve_points
 from retina.metrics.rates import is_referable
+from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metrics
 from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.referral import (
     REFER_COLUMN,
@@ -39,7 +40,7 @@ from retina.referral import (
     write_policy,
 )
 from retina.referral_report import referral_section, write_referral_plots
-from retina.report import write_plots, write_report
+from retina.report import subgroup_section, write_plots, write_report
 from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir, read_manifest
 from retina.sampling import sample_scans
 from retina.shift import comparison_section, rebalanced
@@ -99,6 +100,7 @@ class Options:
     n_resamples: int = 2000
     seed: int = 0
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    subgroups: tuple[str, ...] = SUBGROUPS
 
 
 def evaluate_run(
@@ -235,6 +237,13 @@ def score(
             resamples,
             seed,
         ),
+        "subgroups": subgroup_metrics(
+            _with_facts(predictions, rows),
+            list(options.subgroups),
+            scorer.thresholds,
+            resamples,
+            seed,
+        ),
     }
     _apply_policy(scorer, predictions, metrics, options, len(samples))
     if in_domain:
@@ -242,6 +251,14 @@ def score(
     _write_outputs(out_dir, predictions, metrics)
     _log_summary(metrics, out_dir)
     return metrics
+
+
+def _with_facts(predictions: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The predictions with the manifest's patient facts and the derived subgroup columns
+    (kept out of predictions.csv)."""
+    rows = rows.reset_index(drop=True)
+    facts = rows[[c for c in PATIENT_FACTS if c in rows]]
+    return pd.concat([predictions, facts, subgroup_columns(rows)], axis=1)
 
 
 def _apply_policy(scorer, predictions, metrics, options, samples: int) -> None:
@@ -304,6 +321,8 @@ def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> N
     plots = write_plots(out_dir, predictions, metrics)
     plots |= write_referral_plots(out_dir, predictions, metrics)
     sections = [referral_section(metrics)]
+    if metrics["subgroups"]:
+        sections.append(subgroup_section(metrics["subgroups"]))
     if "in_domain" in metrics:
         sections.append(comparison_section(metrics["in_domain"], shift_summary(metrics)))
     write_report(out_dir, metrics, plots, tuple(sections))

@@ -354,3 +354,25 @@ def _plots_section(out_dir: Path, plots: dict[str, Path]) -> str:
         link = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
         lines.append(f"![{PLOT_TITLES.get(name, name)}]({link})")
     return "\n\n".join(lines)
+
+
+def subgroup_section(subgroups: dict) -> str:
+    """Markdown: the referable decision per subgroup, small groups flagged."""
+    header = ["group", "n", "referable", "AUC [95% CI]", "sensitivity", "specificity", "note"]
+    rows = []
+    for column, groups in subgroups.items():
+        for value, group in groups.items():
+            default = group["operating_points"].get("default", {})
+            rows.append(
+                [
+                    f"{column} = {value}",
+                    group["n"],
+                    group["n_referable"],
+                    format_interval(group["referable_auc"]),
+                    format_interval(default.get("sensitivity")),
+                    format_interval(default.get("specificity")),
+                    "too small to judge" if group["too_small"] else "",
+                ]
+            )
+    note = "Default operating point; too small: under 30 scans or under 10 referable."
+    return "## Subgroups\n\n" + note + "\n\n" + markdown_table(header, rows)

@@ -586,3 +586,43 @@ def test_pairing_finds_a_difference_that_separate_intervals_miss():
     _, worse_high = metrics.bootstrap_auc_interval(positive, worse, clusters, 1000, 0)
     assert better_low < worse_high  # separately, the intervals overlap
     assert paired_auc_difference(positive, better, better, clusters, 200, 0) == (0.0, 0.0, 0.0)
+
+
+def test_subgroup_metrics_match_each_group_alone_and_flag_small_groups():
+    from sklearn.metrics import roc_auc_score
+
+    from retina.metrics.subgroups import subgroup_columns, subgroup_metrics
+
+    rng = np.random.default_rng(2)
+    n = 90
+    table = pd.DataFrame(
+        {
+            "grade": rng.choice(5, n, p=[0.5, 0.1, 0.2, 0.1, 0.1]),
+            "patient": np.repeat([f"p{i}" for i in range(n // 2)], 2),
+            "site": np.repeat(["A", "B", "C"], [50, 30, 10]),
+            "age": rng.integers(30, 85, n),
+            "gradability": np.where(rng.random(n) < 0.2, "dark", ""),
+        }
+    )
+    table["referable_probability"] = np.clip(
+        (table["grade"] >= 2) * 0.4 + rng.random(n) * 0.6, 0, 1
+    )
+    table = pd.concat([table, subgroup_columns(table)], axis=1)
+    result = subgroup_metrics(
+        table, ["site", "age_band", "image_quality", "absent"], {"default": 0.5}, 200
+    )
+    assert set(result) == {"site", "age_band", "image_quality"}
+    for site, rows in table.groupby("site"):
+        group = result["site"][site]
+        positive = rows["grade"] >= 2
+        assert group["n"] == len(rows) and group["n_referable"] == positive.sum()
+        assert group["referable_auc"]["value"] == pytest.approx(
+            roc_auc_score(positive, rows["referable_probability"]), abs=1e-12
+        )
+        referred = rows["referable_probability"] >= 0.5
+        sensitivity = group["operating_points"]["default"]["sensitivity"]
+        assert sensitivity["value"] == pytest.approx(referred[positive].mean())
+        assert group["too_small"] == (len(rows) < 30 or positive.sum() < 10)
+    assert result["site"]["C"]["too_small"]
+    assert sum(g["n"] for g in result["age_band"].values()) == n
+    assert set(result["image_quality"]) == {"gradable", "flagged"}
