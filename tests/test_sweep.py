@@ -24,6 +24,7 @@ def _jobs(sweep_dir):
     return job_folders(sweep_dir)
 
 
+@pytest.mark.slow  # 42-69 s; test_studies' killed Optuna sweep resumes through the same job folders
 def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_data, tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = sweep_args(shared_data, sweep_dir, *GRID)
