@@ -198,7 +198,10 @@ def _plot(table: pd.DataFrame, groups: pd.DataFrame, metric: str, path: Path) ->
     labels = [o or j for o, j in zip(table.get("overrides", []), table.get("job", []), strict=True)]
     _bars(axes[-1], labels, values, None, panels[-1][0])
     axes[-1].set_xlabel(metric)
-    figure.subplots_adjust(left=0.45, right=0.97, hspace=0.5)
+    inch = 1 / figure.get_figheight()  # margins in inches, whatever the number of rows
+    figure.subplots_adjust(
+        left=0.45, right=0.97, hspace=0.5, bottom=0.55 * inch, top=1 - 0.3 * inch
+    )
     figure.savefig(path, format="png", metadata={"Software": None})
 
 
