@@ -40,15 +40,18 @@ def load_run_model(run_dir: str | Path, checkpoint: str) -> tuple[RunConfig, ker
     return cfg, model, path
 
 
+# The test-time augmentation views: the scan and its three flips.
+FLIPS = (
+    lambda x: x,
+    lambda x: tf.reverse(x, [2]),
+    lambda x: tf.reverse(x, [1]),
+    lambda x: tf.reverse(x, [1, 2]),
+)
+
+
 def make_predict_step(model: keras.Model, tta: bool = False):
     """Softmax outputs of a batch; with ``tta``, averaged over the four flips."""
-    views = [lambda x: x]
-    if tta:
-        views += [
-            lambda x: tf.reverse(x, [2]),
-            lambda x: tf.reverse(x, [1]),
-            lambda x: tf.reverse(x, [1, 2]),
-        ]
+    views = FLIPS if tta else FLIPS[:1]
 
     @tf.function
     def predict_step(images):

@@ -26,10 +26,10 @@ from retina.data.privacy import record_paths, scan_pseudonym
 from retina.data.sources import IMAGE_SUFFIXES
 from retina.errors import ConfigError, DataError
 from retina.files import write_atomically
-from retina.inference import load_run_model, probability_columns
+from retina.inference import FLIPS, load_run_model, probability_columns
 from retina.referral import REFER_COLUMN, ranking_column, read_policy, refer, uncertainty_columns
 from retina.run_dir import PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
-from retina.sampling import FLIPS, sample_scans
+from retina.sampling import sample_scans
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 4096  # scans scored and written at a time

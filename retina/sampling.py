@@ -17,15 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from retina.data.pipeline import make_eval_dataset
-from retina.inference import predict_dataset, predict_probabilities
+from retina.icdr import REFERABLE_MIN_GRADE
+from retina.inference import FLIPS, predict_dataset, predict_probabilities
 
 DROPOUT_LAYER, LOGITS_LAYER = "head_dropout", "head_logits"
-FLIPS = (
-    lambda x: x,
-    lambda x: tf.reverse(x, [2]),
-    lambda x: tf.reverse(x, [1]),
-    lambda x: tf.reverse(x, [1, 2]),
-)
 
 
 def scan_seeds(images: tf.Tensor) -> tf.Tensor:
@@ -118,7 +113,10 @@ def tf_entropy(probabilities: tf.Tensor) -> tf.Tensor:
 
 def tf_referable_uncertainty(samples: tf.Tensor, measure: str) -> tf.Tensor:
     """``retina.metrics.uncertainty``'s referable ``measure`` from (S, batch, 5) samples."""
-    referable = tf.reduce_sum(samples[..., 2:], -1) if samples.shape[-1] > 2 else samples[..., 1]
+    if samples.shape[-1] > 2:
+        referable = tf.reduce_sum(samples[..., REFERABLE_MIN_GRADE:], -1)
+    else:  # a referable head: (not referable, referable)
+        referable = samples[..., 1]
     bernoulli = tf.stack([1.0 - referable, referable], -1)
     predictive = tf_entropy(tf.reduce_mean(bernoulli, 0))
     expected = tf.reduce_mean(tf_entropy(bernoulli), 0)

@@ -106,3 +106,23 @@ def steps_written(job) -> int:
     """Rows of a run's ``steps.csv``: the steps it trained so far."""
     path = job / "steps.csv"
     return len(path.read_text().splitlines()) - 1 if path.exists() else 0
+
+
+def kill_training_when(args: list[str], cwd: Path, ready, timeout: float) -> None:
+    """Runs ``python -m retina.train args`` and SIGKILLs its whole process group as soon
+    as ``ready()`` is true (or after ``timeout`` seconds, or when it ends by itself)."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retina.train", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None and not ready():
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -2,12 +2,6 @@
 grouped into one row per configuration, TensorBoard's HParams data, and an Optuna study
 that survives a SIGKILL."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import numpy as np
 import optuna
 import pandas as pd
@@ -19,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
-from conftest import run_module, steps_written, sweep_args
+from conftest import kill_training_when, run_module, steps_written, sweep_args
 from retina.aggregation import GROUPS_FILE
 from retina.run_dir import MANIFEST_FILE, TENSORBOARD_DIR
 from retina.sweep import job_folders
@@ -115,21 +109,12 @@ def test_a_killed_optuna_study_resumes_to_exactly_its_trials(shared_data, tmp_pa
         "optimizer.learning_rate=tag(log,interval(0.0005,0.005))",
         epochs=2,
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retina.train", *args],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
+
+    def third_trial_started():
         third = _trial_jobs(sweep_dir).get(2)
-        if third is not None and steps_written(third) >= 3:
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+        return third is not None and steps_written(third) >= 3
+
+    kill_training_when(args, tmp_path, third_trial_started, timeout=300)
     assert 3 <= steps_written(_trial_jobs(sweep_dir)[2]) < 12, "killed inside the third trial"
 
     again = run_module("retina.train", *args, cwd=tmp_path, timeout=400)

@@ -2,17 +2,19 @@
 and the summary."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import launch_order, run_module, smoke_config, steps_written, sweep_args
+from conftest import (
+    kill_training_when,
+    launch_order,
+    run_module,
+    smoke_config,
+    steps_written,
+    sweep_args,
+)
 from retina.data.prepare import prepare_run_data
 from retina.sweep import job_folders
 from retina.sweep import main as sweep_main
@@ -28,21 +30,11 @@ def _jobs(sweep_dir):
 def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_data, tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = sweep_args(shared_data, sweep_dir, *GRID)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retina.train", *args],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        jobs = _jobs(sweep_dir)
-        if len(jobs) >= 3 and steps_written(launch_order(sweep_dir)[2]) >= 3:
-            break
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+
+    def third_job_started():
+        return len(_jobs(sweep_dir)) >= 3 and steps_written(launch_order(sweep_dir)[2]) >= 3
+
+    kill_training_when(args, tmp_path, third_job_started, timeout=240)
     third = launch_order(sweep_dir)[2]
     assert 3 <= steps_written(third) < 20, "killed inside the third job"
     assert len(_jobs(sweep_dir)) == 3
