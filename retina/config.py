@@ -20,6 +20,7 @@ from retina.config_choices import (  # re-exported: modules import the choices f
     BestMode,
     CacheFormat,
     Cluster,
+    ExplainMethod,
     ExportFormat,
     Head,
     OnError,
@@ -49,6 +50,7 @@ class SyntheticConfig:
     image_height: int = 256
     seed: int = 0
     lesion_masks: bool = True
+    lesion_scale: float = 1.0
     grade_probs: list[float] = field(default_factory=lambda: [0.38, 0.14, 0.24, 0.12, 0.12])
 
 
@@ -243,6 +245,7 @@ class EvaluateConfig:
     subgroups: list[str] = field(
         default_factory=lambda: ["site", "eye", "sex", "age_band", "image_quality"]
     )
+    explain: bool = True  # Grad-CAM overlays of the failure gallery (report.html)
 
 
 @dataclass
@@ -256,6 +259,21 @@ class PredictConfig:
     tta: bool = False
     paths_in_outputs: PathsInOutputs = PathsInOutputs.pseudonymise
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    explain: bool = False  # a Grad-CAM overlay of the referable score per scan
+
+
+@dataclass
+class ExplainConfig:
+    run_dir: str = MISSING
+    input: str = ""
+    split: Split = Split.test
+    checkpoint: str = "best"
+    method: ExplainMethod = ExplainMethod.grad_cam
+    targets: list[str] = field(default_factory=lambda: ["referable"])
+    limit: int = 0
+    sanity_checks: bool = False
+    output_dir: str = ""
+    batch_size: int = 32
 
 
 @dataclass
@@ -311,6 +329,7 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(name="predict_schema", node=PredictConfig)
     store.store(name="export_schema", node=ExportConfig)
+    store.store(name="explain_schema", node=ExplainConfig)
 
 
 def require_choice(key: str, value, choices) -> str:

@@ -37,6 +37,13 @@ class PathsInOutputs(StrEnum):
     pseudonymise = "pseudonymise"
 
 
+class ExplainMethod(StrEnum):
+    """How saliency maps are made (``retina.saliency``)."""
+
+    grad_cam = "grad_cam"  # gradients at the last feature map: one pass per batch
+    occlusion = "occlusion"  # blurred-out squares: about 200 passes per scan, no gradients
+
+
 class Head(StrEnum):
     grades = "grades"
     referable = "referable"

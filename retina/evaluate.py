@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> float:
         o.seed,
         o.uncertainty,
         tuple(o.subgroups),
+        o.explain,
     )
     if o.uncertainty.method == "ensemble":
         ensemble = o.ensemble

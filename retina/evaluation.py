@@ -22,6 +22,7 @@ from retina.data.sources import PATIENT_FACTS, build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.ensemble import check_same_split, load_members, mean_operating_points
 from retina.errors import DataError
+from retina.explaining import failure_gallery
 from retina.files import write_atomically, write_json
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference import load_run_model, probability_columns
@@ -29,6 +30,7 @@ from retina.metrics.calibration import calibration_curve_points
 from retina.metrics.rates import is_referable
 from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metrics
 from retina.metrics.summary import evaluation_metrics, patient_level
+from retina.provenance import study_facts
 from retina.referral import (
     REFER_COLUMN,
     choose_policy,
@@ -41,6 +43,7 @@ from retina.referral import (
 )
 from retina.referral_report import referral_section, write_referral_plots
 from retina.report import subgroup_section, write_plots, write_report
+from retina.report_html import write_html_report
 from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir, read_manifest
 from retina.sampling import sample_scans
 from retina.shift import comparison_section, rebalanced
@@ -90,6 +93,7 @@ class Scorer:
     checkpoint: str
     points_source: str
     policy_dir: Path
+    facts: dict = field(default_factory=dict)  # retina.provenance.study_facts, for report.html
 
 
 @dataclass
@@ -101,6 +105,7 @@ class Options:
     seed: int = 0
     uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
     subgroups: tuple[str, ...] = SUBGROUPS
+    explain: bool = True  # the failure gallery's Grad-CAM overlays (one model, not ensembles)
 
 
 def evaluate_run(
@@ -146,7 +151,8 @@ def evaluate_with(
         rows = rebalanced(rows, _test_grades(run_dir), options.seed)
         dataset = f"{dataset}-rebalanced"
     points = read_operating_points(path)
-    scorer = Scorer([model], points, path.name, _operating_points_source(path, cfg), run_dir)
+    source = _operating_points_source(path, cfg)
+    scorer = Scorer([model], points, path.name, source, run_dir, study_facts(run_dir, cfg, path))
     out_dir = _out_dir(run_dir, path.name, dataset, options)
     return score(scorer, rows, dataset, out_dir, options, in_domain)
 
@@ -216,7 +222,10 @@ def score(
     )
     probabilities = samples.mean(axis=0)
     predictions = prediction_table(rows, probabilities, scorer.thresholds)
-    predictions = pd.concat([predictions, uncertainty_columns(samples)], axis=1)
+    predictions = pd.concat(
+        [predictions, uncertainty_columns(samples), _subgroup_columns(rows, options.subgroups)],
+        axis=1,
+    )
     binary = probabilities.shape[1] == 2
     seed, resamples = options.seed, options.n_resamples
     metrics = {
@@ -238,27 +247,34 @@ def score(
             seed,
         ),
         "subgroups": subgroup_metrics(
-            _with_facts(predictions, rows),
-            list(options.subgroups),
-            scorer.thresholds,
-            resamples,
-            seed,
+            predictions, list(options.subgroups), scorer.thresholds, resamples, seed
         ),
+        "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
     }
     _apply_policy(scorer, predictions, metrics, options, len(samples))
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
-    _write_outputs(out_dir, predictions, metrics)
+    _write_outputs(out_dir, predictions, metrics, scorer.facts)
     _log_summary(metrics, out_dir)
     return metrics
 
 
-def _with_facts(predictions: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """The predictions with the manifest's patient facts and the derived subgroup columns
-    (kept out of predictions.csv)."""
+def _subgroup_columns(rows: pd.DataFrame, subgroups) -> pd.DataFrame:
+    """The manifest's (or derived) columns the subgroups are formed by, one row per scan,
+    for predictions.csv: every subgroup figure can be recomputed from it."""
     rows = rows.reset_index(drop=True)
-    facts = rows[[c for c in PATIENT_FACTS if c in rows]]
-    return pd.concat([predictions, facts, subgroup_columns(rows)], axis=1)
+    facts = pd.concat(
+        [rows[[c for c in PATIENT_FACTS if c in rows]], subgroup_columns(rows)], axis=1
+    )
+    return facts[[c for c in subgroups if c in facts]]
+
+
+def _gallery(scorer: Scorer, predictions, rows, out_dir: Path, options: Options) -> list[dict]:
+    """The failure gallery with Grad-CAM overlays; empty for an ensemble (one member's map
+    would not explain the mean) or without ``explain``."""
+    if not options.explain or len(scorer.models) != 1:
+        return []
+    return failure_gallery(scorer.models[0], predictions, rows["cache_path"].tolist(), out_dir)
 
 
 def _apply_policy(scorer, predictions, metrics, options, samples: int) -> None:
@@ -311,7 +327,7 @@ def _operating_points_source(path: Path, cfg: RunConfig) -> str:
     )
 
 
-def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> None:
+def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict, facts: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
         out_dir / PREDICTIONS_FILE,
@@ -326,6 +342,7 @@ def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict) -> N
     if "in_domain" in metrics:
         sections.append(comparison_section(metrics["in_domain"], shift_summary(metrics)))
     write_report(out_dir, metrics, plots, tuple(sections))
+    write_html_report(out_dir, metrics, plots, facts)
 
 
 def _log_summary(metrics: dict, out_dir: Path) -> None:

@@ -3,7 +3,8 @@
 ``saved_model`` is a TensorFlow SavedModel whose ``serving_default`` signature takes
 preprocessed uint8 scans and returns the probabilities, the referable probability and a
 referral decision per stored operating point; ``keras`` is a ``.keras`` file of the model
-alone. Both come with ``serving.json``: the input contract and the operating points.
+alone. Both come with ``serving.json`` (the input contract and the operating points) and
+``model_card.md`` (``retina.model_card``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from retina.config import ExportFormat, require_choice
 from retina.files import read_json, write_json
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference import load_run_model, output_columns
+from retina.model_card import write_model_card
 from retina.referral import REFER_COLUMN
 from retina.run_dir import (
     EXPORT_DIR,
@@ -119,5 +121,6 @@ def export_run(
     description = serving_description(cfg, path, thresholds, model.output_shape[-1])
     description["referral"] = policy  # the SavedModel's uncertainty and refer_to_specialist
     write_json(out_dir / SERVING_FILE, description)
+    write_model_card(out_dir, run_dir, cfg, path)
     log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)
     return out_dir

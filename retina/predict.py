@@ -27,6 +27,7 @@ def main(cfg: DictConfig) -> None:
         cfg.tta,
         cfg.paths_in_outputs,
         options.uncertainty,
+        options.explain,
     )
 
 

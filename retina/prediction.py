@@ -21,52 +21,18 @@ from retina.config import (
     UncertaintyMethod,
     require_choice,
 )
-from retina.data.cache import build_cache
 from retina.data.privacy import record_paths, scan_pseudonym
-from retina.data.sources import IMAGE_SUFFIXES
-from retina.errors import ConfigError, DataError
+from retina.errors import ConfigError
+from retina.explaining import OVERLAYS_DIR, write_overlays
 from retina.files import write_atomically
 from retina.inference import FLIPS, load_run_model, probability_columns
+from retina.inputs import cached_inputs
 from retina.referral import REFER_COLUMN, ranking_column, read_policy, refer, uncertainty_columns
 from retina.run_dir import PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
 from retina.sampling import sample_scans
 
 log = logging.getLogger(__name__)
 PREDICT_CHUNK = 4096  # scans scored and written at a time
-
-
-def list_inputs(reference: Path) -> tuple[Path, list[str]]:
-    """(root, paths relative to it) for a folder (searched recursively for scans), a CSV
-    with a ``path`` column (relative to the CSV's folder), or a single scan."""
-    if reference.is_dir():
-        files = sorted(
-            str(p.relative_to(reference))
-            for p in reference.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        return reference, files
-    if reference.suffix.lower() == ".csv" and reference.is_file():
-        table = pd.read_csv(reference, dtype=str, keep_default_na=False)
-        if "path" not in table:
-            raise DataError(f"{reference} has no 'path' column; list one scan per row there.")
-        return reference.parent, table["path"].tolist()
-    if reference.is_file():
-        return reference.parent, [reference.name]
-    raise DataError(f"input={reference} is neither a folder, a CSV nor a scan file.")
-
-
-def _readable(root: Path, files: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """The files that exist inside ``root``; the others as problems (path, reason)."""
-    problems, kept = [], []
-    for relative in files:
-        path = (root / relative).resolve()
-        if not path.is_relative_to(root.resolve()):
-            problems.append({"path": relative, "reason": "outside the input folder"})
-        elif not path.is_file():
-            problems.append({"path": relative, "reason": "missing file"})
-        else:
-            kept.append(relative)
-    return pd.DataFrame({"path": kept}), problems
 
 
 def predict_scans(
@@ -79,6 +45,7 @@ def predict_scans(
     tta: bool = False,
     paths_in_outputs: str = PathsInOutputs.pseudonymise,
     uncertainty: UncertaintyConfig | None = None,
+    explain: bool = False,
 ) -> Path:
     """Writes ``predictions.csv`` (one row per readable scan) and ``unreadable.csv`` into
     ``output_dir`` (default ``<run_dir>/predict``); returns the predictions' path.
@@ -88,23 +55,16 @@ def predict_scans(
 
     With ``paths_in_outputs=pseudonymise`` (the default) both name each scan by a
     pseudonymous ``scan_id``; ``<data.cache_dir>/scan_paths.csv`` maps ids to files.
+
+    With ``explain``, each scan's Grad-CAM overlay of the referable score goes to
+    ``<output_dir>/overlays/<scan id>.png`` (its name in the ``overlay`` column).
     """
     operating_point = require_choice("operating_point", operating_point, OperatingPoint)
     private = require_choice("paths_in_outputs", paths_in_outputs, PathsInOutputs) != "keep"
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
     threshold = read_operating_points(path)[operating_point]
-    root, files = list_inputs(Path(input_path))
-    rows, problems = _readable(root, files)
-    cache_dir, salt = cfg.data.cache_dir, cfg.data.id_salt
-    cached, unreadable = build_cache(rows, root, cfg.preprocess, cache_dir, salt=salt)
-    cached = cached["cache_path"]
-    rows = rows[cached != ""].assign(cache_path=cached[cached != ""])
-    if rows.empty:
-        raise DataError(
-            f"input={input_path}: no readable scan among {len(files)} file(s) "
-            f"({IMAGE_SUFFIXES} in a folder, a CSV with a path column, or one scan)."
-        )
+    root, rows, problems = cached_inputs(cfg, input_path)
 
     u = uncertainty or UncertaintyConfig()
     policy = read_policy(run_dir, str(u.method), str(u.measure), _sample_count(u))
@@ -117,11 +77,14 @@ def predict_scans(
         if policy:
             column = ranking_column(str(u.measure), table)
             table[REFER_COLUMN] = refer(table[column], table["referred"], policy).astype(int)
+        if explain:  # named by scan id whatever paths_in_outputs says: a file name is output
+            ids = [scan_pseudonym(p, cfg.data.id_salt) for p in chunk["path"]]
+            table["overlay"] = write_overlays(model, paths, ids, out_dir / OVERLAYS_DIR)
         return _pseudonymised(table, cfg, root) if private else table
 
     out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    unusable = pd.DataFrame(problems + unreadable, columns=["path", "reason"])
+    unusable = pd.DataFrame(problems, columns=["path", "reason"])
     unusable = _pseudonymised(unusable, cfg, root) if private else unusable
     write_atomically(out_dir / UNREADABLE_FILE, lambda file: unusable.to_csv(file, index=False))
     referred = _write_in_chunks(out_dir / PREDICTIONS_FILE, rows, score)

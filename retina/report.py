@@ -247,8 +247,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = [
         _header(metrics),
-        _auc_table(metrics),
-        *(_level_section(metrics[key], label) for key, label in LEVELS.items()),
+        auc_table(metrics),
+        *(level_section(metrics[key], label) for key, label in LEVELS.items()),
         *sections,
         _plots_section(out_dir, plots),
     ]
@@ -274,7 +274,7 @@ def _counted(level: dict) -> str:
     return f"{format_count(level['n'])} ({format_count(level['n_referable'])} referable)"
 
 
-def _auc_table(metrics: dict) -> str:
+def auc_table(metrics: dict) -> str:
     rows = []
     for key, label in LEVELS.items():
         level = metrics[key]
@@ -286,7 +286,7 @@ def _auc_table(metrics: dict) -> str:
     )
 
 
-def _level_section(level: dict, label: str) -> str:
+def level_section(level: dict, label: str) -> str:
     parts = [
         f"## {label} level",
         f"### Operating points ({label.lower()} level)",

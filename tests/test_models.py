@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -291,3 +292,36 @@ def test_a_stalled_download_fails_instead_of_hanging(tmp_path):
         )
 
     assert "timed out" in message and "model.weights=none" in message
+
+
+def test_a_checkpoint_from_before_the_feature_map_change_restores(tmp_path, monkeypatch):
+    """Backbones used to pool inside (pooling="avg", no head_pool layer): a checkpoint of
+    that layout restores into today's model, which then computes the same logits."""
+    from retina.checkpoint.read import restore_weights
+    from retina.files import file_sha256
+    from retina.models import applications, heads
+
+    cfg, size, images = ModelConfig(name="efficientnet_b0"), 64, _images(64)
+    family = applications.BACKBONES["efficientnet_b0"]
+
+    def pooled_inside(**options):
+        return keras.applications.EfficientNetB0(**{**options, "pooling": "avg"})
+
+    with monkeypatch.context() as patch:
+        patch.setitem(
+            applications.BACKBONES, "efficientnet_b0", applications._efficientnet(pooled_inside)
+        )
+        patch.setattr(heads, "pool_layers", lambda feature_map, pooling: feature_map)
+        before = build_model(cfg, size)
+    assert family is applications.BACKBONES["efficientnet_b0"]
+    assert "head_pool" not in [layer.name for layer in before.layers]
+    prefix = tmp_path / "ckpt-1"
+    tf.train.Checkpoint(model=before).write(str(prefix))
+    files = {p.name: file_sha256(p) for p in tmp_path.glob("ckpt-1.*")}
+    (tmp_path / "ckpt-1.meta.json").write_text(json.dumps({"files": files}))
+
+    now = build_model(cfg, size)
+    restore_weights(now, prefix)
+
+    assert now.get_layer("head_pool") is not None
+    np.testing.assert_allclose(now(images), before(images), atol=1e-5)

@@ -60,13 +60,31 @@ def restore_weights(model: keras.Model, path: str | Path) -> None:
     why = damage(Path(path))
     if why:
         raise CheckpointError(f"{path} cannot be used: {why}.")
-    checkpoint = tf.train.Checkpoint(model=model)
+    checkpoint = tf.train.Checkpoint(model=_as_saved(model, path))
     verified_read(lambda: checkpoint.read(str(path)).expect_partial(), path, complete=False)
     saved = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
     if any(key.startswith("ema/") for key in saved):
         # Validation ranked this checkpoint with the averaged weights: use them.
         averages = tf.train.Checkpoint(ema=averaged_variables(model))
         verified_read(lambda: averages.read(str(path)).expect_partial(), path, complete=False)
+
+
+def _as_saved(model: keras.Model, path: str | Path):
+    """The model, or a view of it numbered as a checkpoint from before the keras.applications
+    backbones handed their feature map to a weightless ``head_pool`` layer (they pooled
+    inside): the same layers, that layer left out. Checkpoint keys number a model's
+    operations (``model/_operations/<i>/...``), and only the layers after it moved."""
+    names = [operation.name for operation in getattr(model, "operations", [])]
+    if "head_pool" not in names or "head_logits" not in names:
+        return model
+    saved = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
+    logits = names.index("head_logits")
+    kernel = "model/_operations/{}/_kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    if kernel.format(logits) in saved or kernel.format(logits - 1) not in saved:
+        return model
+    view = tf.Module()
+    view._operations = [op for op in model.operations if op.name != "head_pool"]
+    return view
 
 
 def read_operating_points(path: str | Path) -> dict[str, float]:

@@ -1,8 +1,13 @@
 """ImageNet backbones from ``keras.applications`` behind this project's input and head.
 
 Each model is: the uint8 ``image`` input -> float -> the family's own input scaling -> ONE
-nested layer named ``backbone`` (include_top=False, average pooling) -> ``head_dropout`` ->
-``head_logits`` (float32). Freezing the backbone is setting that one layer's ``trainable``.
+nested layer named ``backbone`` (include_top=False, no pooling: its last feature map comes
+out, for Grad-CAM) -> ``head_pool`` (global average) -> ``head_dropout`` -> ``head_logits``
+(float32). Freezing the backbone is setting that one layer's ``trainable``.
+
+Checkpoints written before ``head_pool`` existed (the backbone pooled inside, with
+``pooling="avg"``) still restore: ``retina.checkpoint.read`` reads them through a view with
+their operation numbering; the computation is the same.
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ def build_application(name: str, cfg: ModelConfig, image_size: int) -> keras.Mod
 
 
 def _build_backbone(name: str, family: Family, cfg: ModelConfig, image_size: int) -> keras.Model:
-    options = dict(include_top=False, pooling="avg", input_shape=(image_size, image_size, 3))
+    options = dict(include_top=False, pooling=None, input_shape=(image_size, image_size, 3))
     if cfg.weights == WEIGHTS_NONE:
         backbone = family.constructor(weights=None, **options)
     elif cfg.weights == WEIGHTS_IMAGENET:

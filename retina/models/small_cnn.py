@@ -45,10 +45,7 @@ def small_cnn(cfg: ModelConfig, image_size: int) -> keras.Model:
     x = layers.ReLU(name="stem_relu")(x)
     for index, width in enumerate(cfg.widths):
         x = _conv_block(x, width, f"block{index + 1}")
-    x = layers.Concatenate(name="head_pool")(
-        [layers.GlobalAveragePooling2D()(x), layers.GlobalMaxPooling2D()(x)]
-    )
-    model = keras.Model(inputs, build_head(x, cfg), name="small_cnn")
+    model = keras.Model(inputs, build_head(x, cfg, pooling="avg_max"), name="small_cnn")
     _load_weights(model, cfg)
     return model
 

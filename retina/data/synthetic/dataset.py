@@ -115,7 +115,7 @@ def ensure_synthetic_dataset(
     """
     root = Path(root)
     spec_path = root / SPEC_FILE
-    wanted = json.loads(json.dumps({**asdict(spec), "generator": GENERATOR_VERSION}))
+    wanted = json.loads(json.dumps({**_spec_record(spec), "generator": GENERATOR_VERSION}))
     record = json.loads(spec_path.read_text()) if spec_path.exists() else {}
     written = set(record.get("sites_written", [])) if record.get("spec") == wanted else set()
     needed = set(sites or SITE_BY_NAME)
@@ -151,6 +151,15 @@ def ensure_synthetic_dataset(
     record = {"spec": wanted, "sites_written": sorted(written), **facts}
     write_atomically(spec_path, json.dumps(record, indent=2))
     return root
+
+
+def _spec_record(spec: SyntheticConfig) -> dict:
+    """The spec as recorded; a default ``lesion_scale`` is left out, so that sets written
+    before it existed are still recognised."""
+    record = asdict(spec)
+    if record["lesion_scale"] == 1.0:
+        del record["lesion_scale"]
+    return record
 
 
 def _labels_table(scans: list[_Scan]) -> pd.DataFrame:
@@ -228,6 +237,7 @@ def _write_scan(job: tuple[_Scan, SyntheticConfig, Path]) -> None:
         site_camera=site.camera,
         quality=scan.quality,
         canvas=canvas,
+        lesion_scale=spec.lesion_scale,
     )
     path = root / IMAGES_DIR / f"{scan.id_code}.{scan.fmt}"
     if scan.fmt == "dcm":

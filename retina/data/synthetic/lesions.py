@@ -59,7 +59,11 @@ class LesionCanvas:
         return {kind: cover >= threshold for kind, cover in self.coverage.items()}
 
 
-def draw_lesions(image, rng, severity: float, centre, disc, r, canvas: LesionCanvas) -> None:
+def draw_lesions(
+    image, rng, severity: float, centre, disc, r, canvas: LesionCanvas, scale: float = 1.0
+) -> None:
+    """Draws the lesions of ``severity``; ``scale`` multiplies every spot's radius (1: the
+    sizes above; larger ones make lesions a small model at a small input can find)."""
     grade, t = int(severity), severity - int(severity)
     # Borderline lesions are faint: contrast grows with t in grades 1-2.
     strength = 0.55 + 0.4 * t if grade <= 2 else 0.95
@@ -67,7 +71,7 @@ def draw_lesions(image, rng, severity: float, centre, disc, r, canvas: LesionCan
     def spots(kind, points, radius, colour, spot_strength=strength):
         if not points:
             return
-        coverage = _spots(image.shape[:2], points, radius, rng, r)
+        coverage = _spots(image.shape[:2], points, radius, rng, r * scale)
         canvas.add(kind, coverage)
         blend(image, coverage * spot_strength, colour)
 

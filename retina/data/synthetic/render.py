@@ -44,6 +44,7 @@ def render_fundus(
     site_camera: Camera = DEFAULT_CAMERA,
     quality: Quality = CLEAR,
     canvas: LesionCanvas | None = None,
+    lesion_scale: float = 1.0,
 ) -> np.ndarray:
     """Draws one fundus photograph.
 
@@ -56,6 +57,7 @@ def render_fundus(
         camera: photograph the scene with ``site_camera`` under ``quality``; False gives
             the clean scene (tests compare lesions against the same scene at grade 0).
         canvas: receives the coverage of every lesion drawn, per type (for the masks).
+        lesion_scale: multiplies every lesion spot's radius.
 
     Returns:
         An (height, 1.2*height, 3) uint8 RGB image.
@@ -79,7 +81,7 @@ def render_fundus(
     _draw_disc(image, yy, xx, disc, r, rng)
     _draw_vessels(image, rng, disc, macula, side, r, beading=severity >= 3)
     canvas = canvas or LesionCanvas(image.shape[:2])
-    draw_lesions(image, rng, severity, centre, disc, r, canvas)
+    draw_lesions(image, rng, severity, centre, disc, r, canvas, lesion_scale)
     if not camera:
         return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
     return photograph(image, rng, rho, r, site_camera, quality)
