@@ -57,7 +57,7 @@ def feature_map_model(model: keras.Model) -> keras.Model:
     """``images -> last feature map``, cut in the outer graph at the head's pooling."""
     pooling = pooling_of(model)
     first_pool = model.get_layer(POOL_LAYER if pooling == "avg" else "head_avg_pool")
-    return keras.Model(model.inputs, first_pool.input)
+    return keras.Model(model.input, first_pool.input)
 
 
 def grad_cam_function(model: keras.Model, target: str):

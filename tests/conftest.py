@@ -63,6 +63,31 @@ def smoke_run(tmp_path_factory, shared_data) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def lesion_run(tmp_path_factory) -> Path:
+    """A run briefly trained on lesions drawn 4x larger than the default's, at 96 px with two
+    conv blocks (a 12x12 last feature map), for the explanation sanity checks, the failure
+    gallery and report.html; its test split evaluated. Do not modify it: copy it first."""
+    from retina.evaluation import evaluate_run
+    from retina.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("lesions")
+    lesions = [
+        "data.synthetic.n_patients=100",
+        "data.synthetic.image_height=160",
+        "data.synthetic.lesion_scale=4",
+        "preprocess.image_size=96",
+        "model.widths=[16,32]",
+        "model.head=referable",
+        "train.epochs=10",
+        "train.batch_size=8",
+        "train.evaluate_test=false",
+    ]
+    train(smoke_config(tmp, lesions), tmp / "run")
+    evaluate_run(tmp / "run", checkpoint="best", n_resamples=200)
+    return tmp / "run"
+
+
 def run_module(
     module: str, *args: str, cwd: Path, timeout: int = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:

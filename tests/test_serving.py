@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from PIL import Image
 
 from conftest import ROOT, run_module
 from retina.errors import ConfigError
@@ -68,6 +69,18 @@ def test_predict_on_a_mixed_folder_lists_readable_and_unreadable(run, mixed_fold
         dicom_ids |= {ds.PatientID, *str(ds.PatientName).split("^")}
     written = (run / "predict" / "predictions.csv").read_text() + result.stdout + result.stderr
     assert dicom_ids and not [i for i in dicom_ids if i in written]
+
+
+def test_predict_explain_writes_an_overlay_per_scan_named_by_its_id(run, mixed_folder, tmp_path):
+    from retina.prediction import predict_scans
+
+    path = predict_scans(run, mixed_folder, output_dir=tmp_path, explain=True)
+    predictions = pd.read_csv(path)
+    assert (predictions["overlay"] == predictions["scan_id"] + ".png").all()
+    overlays = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert overlays == sorted(predictions["overlay"]) and len(overlays) == 6
+    with Image.open(tmp_path / "overlays" / overlays[0]) as overlay:
+        assert overlay.size[0] >= 256 and overlay.mode == "RGB"
 
 
 def test_predict_refuses_an_unknown_operating_point(run, mixed_folder):

@@ -110,6 +110,7 @@ EVAL_FILES = {
     "metrics.json",
     "predictions.csv",
     "report.md",
+    "report.html",
     "roc.png",
     "confusion_matrix.png",
     "calibration.png",
@@ -156,7 +157,7 @@ def test_evaluate_writes_every_output_and_they_parse(resumed_run, evaluated, che
         set(test_scans["patient"])
     )
     assert {"referable_probability", "predicted_grade", "referred_default"} <= set(predictions)
-    for plot in EVAL_FILES - {"metrics.json", "predictions.csv", "report.md"}:
+    for plot in (name for name in EVAL_FILES if name.endswith(".png")):
         assert Image.open(folder / plot).size[0] > 100
     assert "![" in (folder / "report.md").read_text()
 
@@ -167,8 +168,22 @@ def test_evaluating_the_same_checkpoint_twice_gives_identical_metrics(evaluated)
 
 
 def test_no_file_or_log_holds_patient_identifiers(resumed_run, evaluated):
+    """Nor a report, model card or overlay a source path (or the data's folder)."""
+    from retina.config import ExplainConfig
+    from retina.explaining import explain_run
+    from retina.exporting import export_run
+
     run_dir = resumed_run["run_dir"]
-    identifiers = _identifiers(resumed_run["tmp"] / "synthetic")
+    card = export_run(run_dir, checkpoint="best") / "model_card.md"
+    explained = explain_run(ExplainConfig(run_dir=str(run_dir), limit=4))
+    data_root = resumed_run["tmp"] / "synthetic"
+    shown = [card, *explained.glob("*.png"), *run_dir.glob("eval/*/report.*")]
+    shown += list(run_dir.glob("eval/*/gallery/*.png"))
+    assert len(shown) > 8 and any(p.parent.name == "gallery" for p in shown)
+    for path in shown:
+        content = path.read_bytes()
+        assert b"train_images" not in content and str(data_root).encode() not in content, path
+    identifiers = _identifiers(data_root)
     assert len(identifiers) > 10
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert len(files) > 15
