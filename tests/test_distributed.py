@@ -190,6 +190,7 @@ if placement.is_chief:
 """
 
 
+@pytest.mark.slow  # 25 s; the sharded-validation test above covers the sharding rule
 def test_sharded_scoring_equals_single_process_scoring(two_workers, tmp_path):
     """One checkpoint scored by two workers, each its share, and by one process."""
     from retina.data.prepare import prepare_run_data
@@ -244,6 +245,7 @@ def test_a_single_process_run_resumes_a_two_worker_checkpoint(two_workers, share
     assert losses(run_dir)["step"].tolist() == list(range(1, 16))
 
 
+@pytest.mark.slow  # 31 s; the other direction (one process resumes two workers') stays
 def test_two_workers_resume_a_single_process_checkpoint(two_workers, shared_data, tmp_path):
     """The other direction: a one-process run continued by two workers."""
     run_dir = tmp_path / "grown"
@@ -286,6 +288,7 @@ def test_killed_worker_restart_resumes_from_last_checkpoint(shared_data, tmp_pat
     np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow  # 25 s; test_resume_exact's SIGTERM test covers the single-worker path
 def test_sigterm_to_one_worker_saves_everywhere_at_one_step(shared_data, tmp_path):
     """tf.distribute's preemption handler: the signal reaches one worker, both save at the
     step they agree on and exit 75; the restart resumes right after it."""
@@ -307,6 +310,7 @@ def test_sigterm_to_one_worker_saves_everywhere_at_one_step(shared_data, tmp_pat
     assert losses(run_dir)["step"].tolist() == list(range(1, step + 1))
 
 
+@pytest.mark.slow  # 19 s; two workers already train like one process (above)
 def test_mirrored_on_two_cpu_devices_trains_like_one_device(two_workers, shared_data):
     """``trainer.strategy=mirrored`` splits each batch over two logical CPU devices."""
     run_dir = two_workers["tmp"] / "mirrored"

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import run_module
-from retina.config import ExplainConfig, ModelConfig
+from conftest import compose_config
+from retina.config import ExplainConfig, ModelConfig, to_typed
 from retina.errors import ConfigError
 from retina.explaining import SANITY_FILE, explain_run
 from retina.files import read_json
@@ -80,9 +80,11 @@ def test_grad_cam_runs_on_the_larger_efficientnets(name):
 
 @pytest.mark.parametrize("name", ["small_cnn", "efficientnet_b0"])
 def test_grad_cam_under_mixed_float16_gives_finite_maps(name, mixed_float16):
-    model = build_model(ModelConfig(name=name), 64)
+    model, images = build_model(ModelConfig(name=name), 64), _images(64)
     assert model.get_layer("head_pool").compute_dtype == "float16"
-    maps = grad_cam(model, _images(64), target="3")
+    reference = class_activation_maps(model, images)
+    grade = int(reference.max(axis=(1, 2, 3)).argmax())  # a grade with positive evidence
+    maps = grad_cam(model, images, target=str(grade))
     assert np.isfinite(maps).all() and maps.max() > 0
 
 
@@ -159,17 +161,11 @@ def test_occlusion_map_marks_the_square_that_moves_the_score():
     assert saliency[16:, :].max() == 0 and saliency[:, 16:].max() == 0
 
 
-def test_explain_entry_point_writes_overlays_named_by_scan_id(smoke_run, tmp_path):
+def test_explain_config_writes_overlays_named_by_scan_id(smoke_run, tmp_path):
+    """explain.yaml composed by Hydra as the entry point does, then run."""
     out = tmp_path / "explained"
-    result = run_module(
-        "retina.explain",
-        f"run_dir={smoke_run}",
-        "limit=3",
-        "targets=[referable,3]",
-        f"output_dir={out}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    overrides = [f"run_dir={smoke_run}", "limit=3", "targets=[referable,3]", f"output_dir={out}"]
+    explain_run(to_typed(compose_config("explain", overrides)))
     table = pd.read_csv(out / "explanations.csv")
     manifest = pd.read_csv(smoke_run / "manifest.csv", dtype=str)
     assert len(table) == 6 and set(table["target"].astype(str)) == {"referable", "3"}

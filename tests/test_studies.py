@@ -97,6 +97,7 @@ def _trial_jobs(sweep_dir) -> dict:
     return found
 
 
+@pytest.mark.slow  # 43-47 s (two sweeps, one killed): out of CI's default run for its budget
 def test_a_killed_optuna_study_resumes_to_exactly_its_trials(shared_data, tmp_path):
     assert Version(optuna.__version__) >= Version("4")
     sweep_dir = tmp_path / "optuna"
