@@ -55,16 +55,20 @@ def read_cached(cache_paths: list[str]) -> np.ndarray:
     )
 
 
-def saliency_maps(
-    model: keras.Model, images: np.ndarray, method: str, target: str, batch: int = 32
-):
-    """(scans, size, size) maps of ``method`` for ``target``."""
+def saliency_function(model: keras.Model, method: str, target: str, batch: int = 32):
+    """``images -> (scans, size, size)`` maps of ``method`` for ``target`` (Grad-CAM traced
+    once, then run ``batch`` scans at a time)."""
     if method == "occlusion":
-        return np.stack([occlusion(model, image, target) for image in images])
+        return lambda images: np.stack([occlusion(model, image, target) for image in images])
     maps = grad_cam_function(model, target)
-    return np.concatenate(
+    return lambda images: np.concatenate(
         [maps(tf.constant(images[i : i + batch])).numpy() for i in range(0, len(images), batch)]
     )
+
+
+def saliency_maps(model: keras.Model, images: np.ndarray, method: str, target: str):
+    """(scans, size, size) maps of ``method`` for ``target``."""
+    return saliency_function(model, method, target)(images)
 
 
 def overlay(image: np.ndarray, saliency: np.ndarray) -> np.ndarray:
@@ -87,20 +91,25 @@ def save_overlay(path: Path, image: np.ndarray, saliency: np.ndarray) -> None:
 def write_overlays(
     model: keras.Model,
     cache_paths: list[str],
-    scan_ids: list[str],
+    names: list[str],
     out_dir: Path,
     method: str = "grad_cam",
     target: str = REFERABLE,
+    batch: int = 32,
+    bar: tqdm | None = None,
 ) -> list[str]:
-    """Writes ``<out_dir>/<scan id>.png`` per scan; returns the file names."""
+    """Writes ``<out_dir>/<name>.png`` per scan, ``EXPLAIN_CHUNK`` scans in memory at a
+    time; returns the file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = read_cached(cache_paths)
-    names = [f"{scan_id}.png" for scan_id in scan_ids]
-    for image, saliency, name in zip(
-        images, saliency_maps(model, images, method, target), names, strict=True
-    ):
-        save_overlay(out_dir / name, image, saliency)
-    return names
+    files = [f"{name}.png" for name in names]
+    maps_of = saliency_function(model, method, target, batch)
+    for start in range(0, len(cache_paths), EXPLAIN_CHUNK):
+        images = read_cached(cache_paths[start : start + EXPLAIN_CHUNK])
+        for image, saliency, file in zip(images, maps_of(images), files[start:], strict=False):
+            save_overlay(out_dir / file, image, saliency)
+        if bar is not None:
+            bar.update(len(images))
+    return files
 
 
 def failure_gallery(
@@ -127,7 +136,7 @@ def failure_gallery(
     if chosen.empty:
         return []
     paths = [cache_paths[i] for i in chosen.index]
-    names = write_overlays(model, paths, chosen["scan_id"].tolist(), out_dir / GALLERY_DIR)
+    files = write_overlays(model, paths, chosen["scan_id"].tolist(), out_dir / GALLERY_DIR)
     return [
         {
             "scan_id": row.scan_id,
@@ -136,7 +145,7 @@ def failure_gallery(
             "referable_probability": float(row.referable_probability),
             "overlay": f"{GALLERY_DIR}/{name}",
         }
-        for row, name in zip(chosen.itertuples(), names, strict=True)
+        for row, name in zip(chosen.itertuples(), files, strict=True)
     ]
 
 
@@ -150,7 +159,7 @@ def explain_run(options: ExplainConfig) -> Path:
     out_dir = Path(options.output_dir or run_dir / EXPLAIN_DIR / f"{checkpoint.name}-{name}")
     method = str(options.method)
     log.info("Explaining %d scans (%s; %s) -> %s", len(rows), method, ", ".join(targets), out_dir)
-    table = _explain_in_chunks(model, rows, targets, method, out_dir, options.batch_size)
+    table = _explain_all(model, rows, targets, method, out_dir, options.batch_size)
     if options.sanity_checks:
         checks, per_scan = sanity_checks(cfg, model, rows, method)
         table = table.merge(per_scan, on="scan_id", how="left")
@@ -181,26 +190,21 @@ def _scans(cfg, run_dir: Path, options: ExplainConfig) -> tuple[pd.DataFrame, st
     return (rows.iloc[: options.limit] if options.limit else rows).reset_index(drop=True), name
 
 
-def _explain_in_chunks(model, rows, targets, method, out_dir: Path, batch: int) -> pd.DataFrame:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    bar = tqdm(
-        total=len(rows) * len(targets), desc="explaining", unit="map", mininterval=1.0, leave=False
-    )
-    for start in range(0, len(rows), EXPLAIN_CHUNK):
-        chunk = rows.iloc[start : start + EXPLAIN_CHUNK]
-        images = read_cached(chunk["cache_path"].tolist())
-        for target in targets:
-            maps = saliency_maps(model, images, method, target, batch)
-            for scan_id, image, saliency in zip(chunk["scan_id"], images, maps, strict=True):
-                file = f"{scan_id}-{method}-{target}.png"
-                save_overlay(out_dir / file, image, saliency)
-                records.append(
-                    {"scan_id": scan_id, "method": method, "target": target, "overlay": file}
-                )
-            bar.update(len(chunk))
+def _explain_all(model, rows, targets, method, out_dir: Path, batch: int) -> pd.DataFrame:
+    """An overlay per scan and target, with a progress bar; one row per overlay."""
+    bar = tqdm(total=len(rows) * len(targets), desc="explaining", unit="map", leave=False)
+    tables = []
+    for target in targets:
+        names = [f"{scan_id}-{method}-{target}" for scan_id in rows["scan_id"]]
+        paths = rows["cache_path"].tolist()
+        files = write_overlays(model, paths, names, out_dir, method, target, batch, bar)
+        tables.append(
+            pd.DataFrame(
+                {"scan_id": rows["scan_id"], "method": method, "target": target, "overlay": files}
+            )
+        )
     bar.close()
-    return pd.DataFrame(records)
+    return pd.concat(tables, ignore_index=True)
 
 
 def sanity_checks(

@@ -58,7 +58,7 @@ def write_html_report(out_dir: Path, metrics: dict, plots: dict[str, Path], fact
     returns them (empty for what is not known)."""
     sections = [
         ("Intended use", _intended_use(metrics, facts)),
-        ("Data: provenance and flow", _data_flow(facts)),
+        ("Data: provenance and flow", _data_flow(metrics, facts)),
         ("Reference standard", _reference_standard(facts)),
         ("Patient-level split and prevalence", _split(facts)),
         ("Operating points", _operating_points(metrics)),
@@ -123,13 +123,17 @@ def _intended_use(metrics: dict, facts: dict) -> str:
     return INTENDED_USE.format(grade=metrics["referable_min_grade"]) + built
 
 
-def _data_flow(facts: dict) -> str:
+def _data_flow(metrics: dict, facts: dict) -> str:
+    evaluated = (
+        f"Evaluated here: {metrics['dataset']}, {metrics['eye_level']['n']} scans of "
+        f"{metrics['patient_level']['n']} patients."
+    )
     data = facts.get("data")
     if not data:
-        return "Not known for this evaluation (no single training run)."
+        return evaluated + " The training data are not known here (no single training run)."
     sites = f", sites {', '.join(data['sites'])}" if data["sites"] else ""
     total = sum(row["scans"] for row in data["splits"])
-    lines = [f"Data set: {data['layout']}{sites}. Scans used: {total}."]
+    lines = [evaluated, f"The run's data set: {data['layout']}{sites}; scans used: {total}."]
     left_out = data["left_out"]
     lines.append(
         "Left out before the split: "

@@ -72,13 +72,13 @@ def _slow(*values):
 
 
 # Each case is two runs (about 30 s on two cores): the default test run keeps one kill
-# between steps and one inside a save, in float32; -m slow runs the rest, the mixed
-# precisions among them (CI's 20-minute budget).
+# between steps, in float32 (and the SIGTERM test below); -m slow runs the kills inside a
+# save and under mixed precision (CI's 20-minute budget).
 @pytest.mark.parametrize(
     "precision, fault, background",
     [
         ("float32", "step:3", False),  # between steps, mid-epoch
-        ("float32", "latest_after_data:7", False),  # inside a save: data written, no sidecar
+        _slow("float32", "latest_after_data:7", False),  # inside a save: data written, no sidecar
         _slow("float32", "latest_after_sidecar:4", False),  # inside a save: no state file yet
         _slow("float32", "best_after_data:5", False),  # inside the best/ save at an epoch end
         _slow("mixed_float16", "step:7", False),
