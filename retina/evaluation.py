@@ -2,7 +2,8 @@
 
 Writes ``<run_dir>/eval/<checkpoint>-<split>/``: ``metrics.json`` (eye and patient level,
 bootstrap and Wilson 95% CIs, at the operating points the checkpoint was saved with),
-``predictions.csv`` (one row per scan), four PNG plots and ``report.md``.
+``predictions.csv`` (one row per scan, with its subgroup columns), the PNG plots,
+``report.md``, ``report.html`` and the failure gallery's Grad-CAM overlays (``gallery/``).
 """
 
 from __future__ import annotations

@@ -195,7 +195,13 @@ def test_help_lists_entry_points_groups_and_the_keys_people_change(tmp_path):
     result = run_module("retina.train", "--help", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
-    for entry in ("retina.train", "retina.evaluate", "retina.predict", "retina.export"):
+    for entry in (
+        "retina.train",
+        "retina.evaluate",
+        "retina.predict",
+        "retina.export",
+        "retina.explain",
+    ):
         assert f"python -m {entry}" in text
     assert "model: efficientnet_b0, efficientnet_b1" in text and "data: aptos2019" in text
     keys = [line.split()[0] for line in text.split("The ten keys")[1].splitlines()[1:11]]
