@@ -155,6 +155,11 @@ def explain_run(options: ExplainConfig) -> Path:
     run_dir = Path(options.run_dir)
     cfg, model, checkpoint = load_run_model(run_dir, options.checkpoint)
     targets = [check_target(str(t), model.get_layer("head_logits").units) for t in options.targets]
+    if options.sanity_checks and options.input:
+        raise ConfigError(
+            "sanity_checks=true needs graded scans with lesion masks: explain a split of a "
+            "run on the built-in data (input= scans have neither); drop input=."
+        )
     rows, name = _scans(cfg, run_dir, options)
     out_dir = Path(options.output_dir or run_dir / EXPLAIN_DIR / f"{checkpoint.name}-{name}")
     method = str(options.method)
@@ -181,10 +186,8 @@ def _scans(cfg, run_dir: Path, options: ExplainConfig) -> tuple[pd.DataFrame, st
         rows = rows.assign(scan_id=[scan_pseudonym(p, cfg.data.id_salt) for p in rows["path"]])
         name = "input"
     else:
-        rows, name = (
-            prepare_run_data(cfg, run_dir, splits=(str(options.split),)),
-            str(options.split),
-        )
+        name = str(options.split)
+        rows = prepare_run_data(cfg, run_dir, splits=(name,))
     if rows.empty:
         raise DataError(f"nothing to explain: split {name!r} of {run_dir} has no scans.")
     return (rows.iloc[: options.limit] if options.limit else rows).reset_index(drop=True), name
@@ -212,11 +215,6 @@ def sanity_checks(
 ) -> tuple[dict, pd.DataFrame]:
     """The two checks of ``retina.saliency_checks`` on the referable scans with lesion masks
     (built-in data): the summary, and one row per scan."""
-    if "grade" not in rows:
-        raise ConfigError(
-            "sanity_checks=true needs graded scans with lesion masks: explain a split of a "
-            "run on the built-in data (input= scans have none)."
-        )
     referable = rows[rows["grade"] >= REFERABLE_MIN_GRADE]
     frames = [
         lesions_in_frame(Path(cfg.data.root), p, cfg.preprocess, cfg.data.id_salt)

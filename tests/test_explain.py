@@ -176,3 +176,10 @@ def test_explain_config_writes_overlays_named_by_scan_id(smoke_run, tmp_path):
 def test_explain_names_a_target_the_head_has_not(smoke_run):
     with pytest.raises(ConfigError, match="target='7'"):
         explain_run(ExplainConfig(run_dir=str(smoke_run), targets=["7"]))
+
+
+def test_sanity_checks_on_unlabelled_input_are_refused_before_any_work(smoke_run, tmp_path):
+    options = ExplainConfig(run_dir=str(smoke_run), input=str(tmp_path), sanity_checks=True)
+    with pytest.raises(ConfigError, match="drop input="):
+        explain_run(options)
+    assert not (smoke_run / "explain").exists()
