@@ -14,10 +14,10 @@ from pathlib import Path
 from retina.config import RunConfig
 from retina.files import read_json, write_atomically
 from retina.icdr import REFERABLE_MIN_GRADE
-from retina.markdown import format_interval, format_number, markdown_table
+from retina.markdown import format_interval, markdown_table
 from retina.provenance import study_facts
 from retina.report import subgroup_section
-from retina.report_html import INTENDED_USE
+from retina.report_html import INTENDED_USE, split_table
 from retina.run_dir import METRICS_FILE, evaluation_dir
 
 MODEL_CARD_FILE = "model_card.md"
@@ -64,15 +64,10 @@ def _details(cfg: RunConfig, facts: dict) -> str:
 
 def _data(facts: dict) -> str:
     data = facts["data"]
-    rows = [
-        [r["split"], r["scans"], r["patients"], r["referable"], format_number(r["prevalence"])]
-        for r in data["splits"]
-    ]
     return (
         f"Training and evaluation data: {data['layout']}, split by patient (seed "
         f"{data['split_seed']}); reference standard: the adjudicated grade (training "
-        f"learnt from: {data['train_label']}).\n\n"
-        + markdown_table(["split", "scans", "patients", "referable", "prevalence"], rows)
+        f"learnt from: {data['train_label']}).\n\n" + split_table(data["splits"])
     )
 
 

@@ -36,7 +36,7 @@ def study_facts(run_dir: Path, cfg: RunConfig, checkpoint: Path) -> dict:
         "data": {
             "layout": cfg.data.layout,
             "sites": list(cfg.data.sites) if cfg.data.layout == "synthetic" else [],
-            "splits": split_table(manifest),
+            "splits": split_counts(manifest),
             "left_out": _reasons(run_dir / BAD_INPUTS_FILE),
             "flagged_ungradable": _reasons(run_dir / GRADABILITY_FILE, "gradability"),
             "graders": _graders(cfg),
@@ -49,7 +49,7 @@ def study_facts(run_dir: Path, cfg: RunConfig, checkpoint: Path) -> dict:
     }
 
 
-def split_table(manifest: pd.DataFrame) -> list[dict]:
+def split_counts(manifest: pd.DataFrame) -> list[dict]:
     """Scans, patients, referable scans and prevalence per split."""
     rows = []
     present = [s for s in SPLIT_ORDER if s in set(manifest["split"])]

@@ -177,16 +177,21 @@ def _split(facts: dict) -> str:
     data = facts.get("data")
     if not data:
         return "Not known for this evaluation."
-    rows = [
-        [r["split"], r["scans"], r["patients"], r["referable"], format_number(r["prevalence"])]
-        for r in data["splits"]
-    ]
     folds = f"; validation fold {data['fold']} of {data['folds']}" if data["folds"] else ""
     return (
         f"Patients, not scans, are split (seed {data['split_seed']}{folds}), stratified by "
         "each patient's worst grade, so no patient's eyes are on both sides of a split.\n\n"
-        + markdown_table(["split", "scans", "patients", "referable", "prevalence"], rows)
+        + split_table(data["splits"])
     )
+
+
+def split_table(splits: list[dict]) -> str:
+    """Markdown: scans, patients, referable scans and prevalence per split."""
+    rows = [
+        [r["split"], r["scans"], r["patients"], r["referable"], format_number(r["prevalence"])]
+        for r in splits
+    ]
+    return markdown_table(["split", "scans", "patients", "referable", "prevalence"], rows)
 
 
 def _operating_points(metrics: dict) -> str:

@@ -175,6 +175,11 @@ def test_no_file_or_log_holds_patient_identifiers(resumed_run, evaluated):
 
     run_dir = resumed_run["run_dir"]
     card = export_run(run_dir, checkpoint="best") / "model_card.md"
+    sections = ("Model details", "Intended use", "Out-of-scope use", "Factors", "Data")
+    sections += ("Metrics", "Subgroups", "Caveats and recommendations")
+    text = card.read_text()
+    assert all(f"\n## {name}\n" in text for name in sections)
+    assert "| referable AUC (eye) |" in text  # from the evaluation of that checkpoint
     explained = explain_run(ExplainConfig(run_dir=str(run_dir), limit=4))
     data_root = resumed_run["tmp"] / "synthetic"
     shown = [card, *explained.glob("*.png"), *run_dir.glob("eval/*/report.*")]
