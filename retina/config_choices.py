@@ -41,7 +41,7 @@ class ExplainMethod(StrEnum):
     """How saliency maps are made (``retina.saliency``)."""
 
     grad_cam = "grad_cam"  # gradients at the last feature map: one pass per batch
-    occlusion = "occlusion"  # blurred-out squares: about 200 passes per scan, no gradients
+    occlusion = "occlusion"  # blurred-out squares: 225 passes per scan, no gradients
 
 
 class Head(StrEnum):

@@ -31,6 +31,7 @@ from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference import load_run_model
 from retina.inputs import cached_inputs
 from retina.models import build_model, without_pretrained
+from retina.models.heads import LOGITS_LAYER
 from retina.saliency import REFERABLE, check_target, grad_cam_function, occlusion
 from retina.saliency_checks import lesion_mass_ratio, lesions_in_frame, rank_correlation
 
@@ -154,7 +155,8 @@ def explain_run(options: ExplainConfig) -> Path:
     and with ``sanity_checks`` the two checks; returns the output folder."""
     run_dir = Path(options.run_dir)
     cfg, model, checkpoint = load_run_model(run_dir, options.checkpoint)
-    targets = [check_target(str(t), model.get_layer("head_logits").units) for t in options.targets]
+    classes = model.get_layer(LOGITS_LAYER).units
+    targets = [check_target(str(t), classes) for t in options.targets]
     if options.sanity_checks and options.input:
         raise ConfigError(
             "sanity_checks=true needs graded scans with lesion masks: explain a split of a "

@@ -37,7 +37,7 @@ def write_model_card(out_dir: Path, run_dir: Path, cfg: RunConfig, checkpoint: P
         "## Factors\n\nResults are reported per site, eye, sex, age band and image quality "
         "(the subgroups below), the factors along which screening performance is known to vary.",
         "## Data\n\n" + _data(facts),
-        "## Metrics\n\n" + _metrics(metrics, run_dir, checkpoint.name),
+        "## Metrics\n\n" + _metrics(metrics, checkpoint.name),
         _subgroups(metrics),
         "## Caveats and recommendations\n\n" + _caveats(facts),
     ]
@@ -71,7 +71,7 @@ def _data(facts: dict) -> str:
     )
 
 
-def _metrics(metrics: dict | None, run_dir: Path, checkpoint: str) -> str:
+def _metrics(metrics: dict | None, checkpoint: str) -> str:
     if metrics is None:
         return (
             "Not evaluated yet: run `python -m retina.evaluate run_dir=<this run> "

@@ -16,6 +16,7 @@ import pandas as pd
 
 from retina.checkpoint.files import library_versions, read_sidecar
 from retina.config import RunConfig
+from retina.data.prepare import reason_counts
 from retina.data.synthetic.dataset import SPEC_FILE
 from retina.metrics.rates import is_referable
 from retina.run_dir import BAD_INPUTS_FILE, GRADABILITY_FILE, read_manifest
@@ -69,11 +70,10 @@ def split_counts(manifest: pd.DataFrame) -> list[dict]:
 
 
 def _reasons(path: Path, column: str = "reason") -> dict[str, int]:
-    """How many scans a run's list holds per reason (the reason's first clause: no paths)."""
+    """How many scans a run's list holds per reason (``reason_counts``: no paths)."""
     if not path.exists():
         return {}
-    reasons = pd.read_csv(path, dtype=str, keep_default_na=False)[column]
-    return reasons.str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
+    return reason_counts(pd.read_csv(path, dtype=str, keep_default_na=False)[column])
 
 
 def _graders(cfg: RunConfig) -> dict:

@@ -25,10 +25,9 @@ from skimage.filters import gaussian
 
 from retina.errors import ConfigError
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
-from retina.models.heads import POOL_LAYER, pool_feature_map, pooling_of
+from retina.models.heads import LOGITS_LAYER, feature_map_of, pool_feature_map, pooling_of
 
 REFERABLE = "referable"
-LOGITS_LAYER = "head_logits"
 OCCLUSION_BATCH = 64  # occluded copies scored at a time
 
 
@@ -55,9 +54,7 @@ def target_score(logits: tf.Tensor, target: str) -> tf.Tensor:
 
 def feature_map_model(model: keras.Model) -> keras.Model:
     """``images -> last feature map``, cut in the outer graph at the head's pooling."""
-    pooling = pooling_of(model)
-    first_pool = model.get_layer(POOL_LAYER if pooling == "avg" else "head_avg_pool")
-    return keras.Model(model.input, first_pool.input)
+    return keras.Model(model.input, feature_map_of(model))
 
 
 def grad_cam_function(model: keras.Model, target: str):

@@ -19,8 +19,7 @@ import tensorflow as tf
 from retina.data.pipeline import make_eval_dataset
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference import FLIPS, predict_dataset, predict_probabilities
-
-DROPOUT_LAYER, LOGITS_LAYER = "head_dropout", "head_logits"
+from retina.models.heads import DROPOUT_LAYER, LOGITS_LAYER
 
 
 def scan_seeds(images: tf.Tensor) -> tf.Tensor:

@@ -122,7 +122,7 @@ def test_grad_cam_finds_the_lesions_and_fails_model_randomisation(lesion_run):
     )
 
 
-@pytest.mark.slow  # 19 s: about 100 passes per scan
+@pytest.mark.slow  # 19 s: 225 passes per scan
 def test_occlusion_finds_the_lesions_too(lesion_run):
     """The second method, for comparison: printed beside Grad-CAM's figure."""
     out = explain_run(

@@ -12,6 +12,7 @@ import tensorflow as tf
 from retina.checkpoint.files import complete_prefixes, damage, read_sidecar, sidecar_path, step_of
 from retina.checkpoint.state import OPERATING_POINTS, averaged_variables
 from retina.errors import CheckpointError
+from retina.models.heads import LOGITS_LAYER, POOL_LAYER
 from retina.run_dir import BEST_DIR, LATEST_DIR
 
 
@@ -75,15 +76,15 @@ def _as_saved(model: keras.Model, path: str | Path):
     inside): the same layers, that layer left out. Checkpoint keys number a model's
     operations (``model/_operations/<i>/...``), and only the layers after it moved."""
     names = [operation.name for operation in getattr(model, "operations", [])]
-    if "head_pool" not in names or "head_logits" not in names:
+    if POOL_LAYER not in names or LOGITS_LAYER not in names:
         return model
     saved = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
-    logits = names.index("head_logits")
+    logits = names.index(LOGITS_LAYER)
     kernel = "model/_operations/{}/_kernel/.ATTRIBUTES/VARIABLE_VALUE"
     if kernel.format(logits) in saved or kernel.format(logits - 1) not in saved:
         return model
     view = tf.Module()
-    view._operations = [op for op in model.operations if op.name != "head_pool"]
+    view._operations = [op for op in model.operations if op.name != POOL_LAYER]
     return view
 
 

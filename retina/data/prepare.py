@@ -102,12 +102,18 @@ def _report_gradability(manifest: pd.DataFrame, run_dir: Path, name_column: str)
         )
 
 
+def reason_counts(reasons: pd.Series) -> dict[str, int]:
+    """How many scans per reason, by the reason's first clause (``missing file``, not the
+    path or the detail after it)."""
+    return reasons.str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
+
+
 def _report_bad_inputs(problems: list[dict], run_dir: Path, on_error: str) -> None:
     path = run_dir / BAD_INPUTS_FILE
     first = "scan_id" if "scan_id" in problems[0] else "path"
     table = pd.DataFrame(problems, columns=[first, "reason", "table", "row"])
     table.to_csv(path, mode="a", header=not path.exists(), index=False)
-    reasons = table["reason"].str.split(r" \(|:", regex=True).str[0].value_counts().to_dict()
+    reasons = reason_counts(table["reason"])
     if on_error == OnError.fail:
         raise DataError(
             f"{len(table)} unusable inputs ({reasons}), listed in {path}. Fix them, "

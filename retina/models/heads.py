@@ -30,14 +30,11 @@ def num_outputs(cfg: ModelConfig) -> int:
     raise ConfigError(f"model.head={cfg.head!r} is not a head this project builds; use {choices}.")
 
 
-# The head's first layer: the backbone's last feature map goes in, a vector comes out.
-# Grad-CAM (retina/saliency.py) takes its feature map from this layer's input.
-POOL_LAYER = "head_pool"
-# model.head pooling -> what it computes (no weights either way).
-POOLINGS = {
-    "avg": "global average pooling (keras.applications' own)",
-    "avg_max": "global average and global max pooling, concatenated (small_cnn)",
-}
+# The head's layers. head_pool turns the backbone's last feature map into a vector;
+# Grad-CAM (retina/saliency.py) takes the feature map from its input (for avg_max pooling,
+# from the input of head_avg_pool, which feeds it).
+POOL_LAYER, AVG_POOL_LAYER, MAX_POOL_LAYER = "head_pool", "head_avg_pool", "head_max_pool"
+DROPOUT_LAYER, LOGITS_LAYER = "head_dropout", "head_logits"
 
 
 def pool_feature_map(feature_map, pooling: str):
@@ -50,24 +47,32 @@ def pool_feature_map(feature_map, pooling: str):
 
 
 def pooling_of(model) -> str:
-    """Which of ``POOLINGS`` a built model's head uses."""
+    """Which pooling a built model's head uses: ``avg`` or ``avg_max``."""
     pool = model.get_layer(POOL_LAYER)
     return "avg_max" if isinstance(pool, layers.Concatenate) else "avg"
 
 
+def feature_map_of(model):
+    """The last feature map: the input of the head's pooling, in the model's outer graph
+    (for a keras.applications model, the nested backbone's output as the model calls it)."""
+    first_pool = POOL_LAYER if pooling_of(model) == "avg" else AVG_POOL_LAYER
+    return model.get_layer(first_pool).input
+
+
 def pool_layers(feature_map, pooling: str):
-    """The pooling as layers (``head_pool`` last; the feature map is its, or for avg_max its
-    inputs', input)."""
+    """The pooling as weightless layers, ``head_pool`` last: global average (``avg``,
+    keras.applications' own), or global average and global max concatenated (``avg_max``,
+    small_cnn)."""
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name=POOL_LAYER)(feature_map)
-    average = layers.GlobalAveragePooling2D(name="head_avg_pool")(feature_map)
-    maximum = layers.GlobalMaxPooling2D(name="head_max_pool")(feature_map)
+    average = layers.GlobalAveragePooling2D(name=AVG_POOL_LAYER)(feature_map)
+    maximum = layers.GlobalMaxPooling2D(name=MAX_POOL_LAYER)(feature_map)
     return layers.Concatenate(name=POOL_LAYER)([average, maximum])
 
 
 def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg"):
     """Pooling, dropout, then the logits layer on the backbone's last ``feature_map``;
     returns float32 logits."""
-    x = layers.Dropout(cfg.dropout, name="head_dropout")(pool_layers(feature_map, pooling))
+    x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(pool_layers(feature_map, pooling))
     # float32 logits: under mixed precision a float16 softmax loses the small probabilities.
-    return layers.Dense(num_outputs(cfg), dtype="float32", name="head_logits")(x)
+    return layers.Dense(num_outputs(cfg), dtype="float32", name=LOGITS_LAYER)(x)
