@@ -220,6 +220,7 @@ class UncertaintyConfig:
     samples: int = 20  # MC-dropout passes
     measure: UncertaintyMeasure = UncertaintyMeasure.predictive_entropy
     referral_fraction: float = 0.1  # share of validation scans the referral threshold refers
+    calibrate: bool = True  # measure the referable uncertainty after a Platt fit on validation
 
 
 @dataclass

@@ -35,6 +35,7 @@ from retina.provenance import study_facts
 from retina.referral import (
     REFER_COLUMN,
     choose_policy,
+    fit_calibration,
     ranking_column,
     read_policy,
     refer,
@@ -223,8 +224,13 @@ def score(
     )
     probabilities = samples.mean(axis=0)
     predictions = prediction_table(rows, probabilities, scorer.thresholds)
+    policy, calibration = _policy_and_calibration(scorer, predictions, options, len(samples))
     predictions = pd.concat(
-        [predictions, uncertainty_columns(samples), _subgroup_columns(rows, options.subgroups)],
+        [
+            predictions,
+            uncertainty_columns(samples, calibration),
+            _subgroup_columns(rows, options.subgroups),
+        ],
         axis=1,
     )
     binary = probabilities.shape[1] == 2
@@ -244,6 +250,7 @@ def score(
             scorer.thresholds["default"],
             options.uncertainty,
             len(samples),
+            calibration,
             resamples,
             seed,
         ),
@@ -252,7 +259,7 @@ def score(
         ),
         "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
     }
-    _apply_policy(scorer, predictions, metrics, options, len(samples))
+    _apply_policy(scorer, predictions, metrics, options, len(samples), policy, calibration)
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
     _write_outputs(out_dir, predictions, metrics, scorer.facts)
@@ -278,14 +285,28 @@ def _gallery(scorer: Scorer, predictions, rows, out_dir: Path, options: Options)
     return failure_gallery(scorer.models[0], predictions, rows["cache_path"].tolist(), out_dir)
 
 
-def _apply_policy(scorer, predictions, metrics, options, samples: int) -> None:
+def _policy_and_calibration(scorer, predictions, options, samples: int):
+    """(the referral policy that applies here, the Platt fit to measure uncertainty after):
+    on validation no policy yet and a fresh fit; elsewhere the policy's, if one fits."""
+    u = options.uncertainty
+    if options.split == "val":
+        return None, fit_calibration(predictions) if u.calibrate else None
+    policy = read_policy(scorer.policy_dir, u, samples)
+    if u.calibrate and not policy:
+        log.info(
+            "No referral.json chosen with these uncertainty settings in %s: referral is "
+            "ranked by uncalibrated probabilities (run evaluate split=val first).",
+            scorer.policy_dir,
+        )
+    return policy, policy["calibration"] if policy else None
+
+
+def _apply_policy(scorer, predictions, metrics, options, samples, policy, calibration) -> None:
     """On validation: choose and write ``referral.json``; elsewhere: apply it if it fits."""
     u = options.uncertainty
     if options.split == "val":
-        policy = choose_policy(predictions, u, samples, scorer.checkpoint)
+        policy = choose_policy(predictions, u, samples, scorer.checkpoint, calibration)
         write_policy(scorer.policy_dir, policy)
-    else:
-        policy = read_policy(scorer.policy_dir, str(u.method), str(u.measure), samples)
     if policy:
         column = ranking_column(str(u.measure), predictions)
         referred = refer(predictions[column], predictions["referred_default"], policy)

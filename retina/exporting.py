@@ -56,7 +56,9 @@ class ReferralModel(tf.Module):
         outputs = {"probabilities": probabilities, "referable_probability": referable}
         for name, threshold in self.thresholds.items():
             outputs[f"referred_{name}"] = referable >= threshold
-        uncertainty = tf_referable_uncertainty(samples, self.policy["measure"])
+        uncertainty = tf_referable_uncertainty(
+            samples, self.policy["measure"], self.policy.get("calibration")
+        )
         outputs["uncertainty"] = uncertainty
         if "threshold" in self.policy:
             too_uncertain = uncertainty > tf.constant(self.policy["threshold"], tf.float32)
@@ -93,7 +95,8 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: in
             "probabilities": output_columns(num_outputs),
             "referable_probability": f"P(ICDR grade >= {REFERABLE_MIN_GRADE})",
             "referred_<operating point>": "referable_probability >= threshold",
-            "uncertainty": "the referral policy's measure of the referable decision",
+            "uncertainty": "the referral policy's measure of the referable decision "
+            "(after the policy's Platt recalibration, when it has one)",
             REFER_COLUMN: "uncertainty > the policy's threshold, or referred_default",
         },
         "operating_points": thresholds,

@@ -67,13 +67,14 @@ def predict_scans(
     root, rows, problems = cached_inputs(cfg, input_path)
 
     u = uncertainty or UncertaintyConfig()
-    policy = read_policy(run_dir, str(u.method), str(u.measure), _sample_count(u))
+    policy = read_policy(run_dir, u, _sample_count(u))
+    calibration = policy["calibration"] if policy else None
 
     def score(chunk: pd.DataFrame) -> pd.DataFrame:
         paths = chunk["cache_path"].tolist()
         samples = sample_scans([model], paths, str(u.method), u.samples, batch_size, tta)
         table = _prediction_rows(chunk, samples.mean(axis=0), threshold, operating_point)
-        table = pd.concat([table, uncertainty_columns(samples)], axis=1)
+        table = pd.concat([table, uncertainty_columns(samples, calibration)], axis=1)
         if policy:
             column = ranking_column(str(u.measure), table)
             table[REFER_COLUMN] = refer(table[column], table["referred"], policy).astype(int)

@@ -57,6 +57,15 @@ def draw_retention(ax: Axes, referrals: dict, metric: str = "referable_auc") -> 
     ax.legend(loc="lower left", fontsize="small")
 
 
+def _calibration_phrase(calibration: dict | None) -> str:
+    if not calibration:
+        return "of the model's own referable probabilities (not recalibrated)"
+    return (
+        "of referable probabilities Platt-recalibrated on validation (slope "
+        f"{calibration['slope']:.3f}, intercept {calibration['intercept']:.3f})"
+    )
+
+
 def _measure(referrals: dict) -> str:
     referral = next(iter(referrals.values()))
     return f"{referral['measure'].replace('_', ' ')} ({referral['method']})"
@@ -94,8 +103,9 @@ def referral_section(metrics: dict) -> str:
     )
     lines = [
         "## Referral by uncertainty",
-        f"Ranked by {_measure({'': referral})}, {referral['samples']} sample(s) per scan; "
-        "the most uncertain scans are referred first. 95% intervals: patient bootstrap.",
+        f"Ranked by {_measure({'': referral})}, {referral['samples']} sample(s) per scan, "
+        f"{_calibration_phrase(referral.get('calibration'))}; the most uncertain scans are "
+        "referred first. 95% intervals: patient bootstrap.",
         markdown_table(header, rows),
         "Area under each retention curve (mean over kept fractions 0.5-1.0):",
         markdown_table(["curve", *METRICS], areas),

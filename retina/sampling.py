@@ -19,6 +19,7 @@ import tensorflow as tf
 from retina.data.pipeline import make_eval_dataset
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference import FLIPS, predict_dataset, predict_probabilities
+from retina.metrics.calibration import PLATT_CLIP
 from retina.models.heads import DROPOUT_LAYER, LOGITS_LAYER
 
 
@@ -110,12 +111,17 @@ def tf_entropy(probabilities: tf.Tensor) -> tf.Tensor:
     return -tf.reduce_sum(tf.math.multiply_no_nan(tf.math.log(probabilities), probabilities), -1)
 
 
-def tf_referable_uncertainty(samples: tf.Tensor, measure: str) -> tf.Tensor:
-    """``retina.metrics.uncertainty``'s referable ``measure`` from (S, batch, 5) samples."""
+def tf_referable_uncertainty(samples: tf.Tensor, measure: str, platt: dict | None = None):
+    """``retina.metrics.uncertainty``'s referable ``measure`` from (S, batch, 5) samples,
+    of probabilities recalibrated with ``platt`` when given."""
     if samples.shape[-1] > 2:
         referable = tf.reduce_sum(samples[..., REFERABLE_MIN_GRADE:], -1)
     else:  # a referable head: (not referable, referable)
         referable = samples[..., 1]
+    if platt:
+        clipped = tf.clip_by_value(referable, PLATT_CLIP, 1.0 - PLATT_CLIP)
+        log_odds = tf.math.log(clipped) - tf.math.log1p(-clipped)
+        referable = tf.sigmoid(platt["slope"] * log_odds + platt["intercept"])
     bernoulli = tf.stack([1.0 - referable, referable], -1)
     predictive = tf_entropy(tf.reduce_mean(bernoulli, 0))
     expected = tf.reduce_mean(tf_entropy(bernoulli), 0)

@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from scipy.special import expit, logit
+
+from retina.metrics.calibration import apply_platt, fit_platt
 from retina.metrics.retention import TABLE_FRACTIONS, retention_curves
 from retina.metrics.uncertainty import scan_uncertainty, uncertainty_measures
 
@@ -40,6 +43,66 @@ def test_entropy_and_mutual_information_match_a_numpy_reference():
         referable["referable_predictive_entropy"], _entropy(bernoulli.mean(0)), atol=1e-12
     )
     assert set(referable) >= {"grade_mutual_information", "referable_expected_entropy"}
+
+
+def test_platt_scaling_recovers_a_known_miscalibration():
+    rng = np.random.default_rng(0)
+    log_odds = rng.normal(0, 2, 20000)
+    positive = rng.random(20000) < expit(1.5 * log_odds - 0.7)  # the truth's log-odds
+    platt = fit_platt(positive, expit(log_odds))
+    assert platt["slope"] == pytest.approx(1.5, abs=0.05)
+    assert platt["intercept"] == pytest.approx(-0.7, abs=0.05)
+    with pytest.raises(ValueError, match="both referable and non-referable"):
+        fit_platt(np.ones(5, bool), np.full(5, 0.3))
+
+
+def test_referable_uncertainty_is_measured_on_recalibrated_samples():
+    """Each sample's referable probability is recalibrated, then the entropies are taken;
+    the TF measure the SavedModel computes is the same."""
+    from retina.sampling import tf_referable_uncertainty
+
+    rng = np.random.default_rng(1)
+    samples = rng.dirichlet(np.ones(5), size=(6, 40))
+    platt = {"slope": 1.2, "intercept": 0.9}
+    measures = scan_uncertainty(samples, platt)
+    r = expit(1.2 * logit(samples[..., 2:].sum(-1)) + 0.9)
+    bernoulli = np.stack([1 - r, r], -1)
+    predictive = _entropy(bernoulli.mean(0))
+    expected = np.mean([_entropy(s) for s in bernoulli], axis=0)
+    np.testing.assert_allclose(measures["referable_predictive_entropy"], predictive, atol=1e-12)
+    np.testing.assert_allclose(
+        measures["referable_mutual_information"], predictive - expected, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        measures["grade_predictive_entropy"], scan_uncertainty(samples)["grade_predictive_entropy"]
+    )  # the grades are not recalibrated
+    for measure in ("predictive_entropy", "mutual_information"):
+        in_graph = tf_referable_uncertainty(samples.astype(np.float32), measure, platt).numpy()
+        np.testing.assert_allclose(in_graph, measures[f"referable_{measure}"], atol=1e-5)
+
+
+def test_recalibration_restores_referral_when_probabilities_run_low():
+    """The mechanism behind ``uncertainty.calibrate``: scores biased low (log-odds 2 below
+    the truth's) put the borderline positives among confident negatives, so the raw
+    entropy's referral loses AUC against random; Platt-recalibrated on a validation half,
+    the same scores' entropy gains."""
+    rng = np.random.default_rng(3)
+    log_odds = rng.normal(0, 2, 2000)
+    positive = rng.random(2000) < expit(log_odds)
+    scores = expit(log_odds - 2)
+    platt = fit_platt(positive[:1000], scores[:1000])
+    test, patients = slice(1000, None), np.arange(1000)
+
+    def gain(ranked_by):
+        probabilities = np.stack([1 - ranked_by, ranked_by], -1)
+        uncertainty = uncertainty_measures(probabilities[None])["predictive_entropy"]
+        curves = retention_curves(
+            positive[test], scores[test], uncertainty, patients, 0.5, n_resamples=200
+        )
+        return curves["area_minus_random"]["referable_auc"]
+
+    assert gain(scores[test])["high"] < 0
+    assert gain(apply_platt(scores[test], platt))["low"] > 0
 
 
 @pytest.fixture(scope="module")

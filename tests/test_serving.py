@@ -174,6 +174,7 @@ def test_predict_and_the_saved_model_agree_on_uncertainty_and_referral(run, mixe
     evaluate_run(run, "best", split="val", n_resamples=20, uncertainty=sampled)
     policy = json.loads((run / "referral.json").read_text())
     assert policy["method"] == "mc_dropout" and policy["samples"] == 8
+    assert set(policy["calibration"]) == {"slope", "intercept"}  # applied in both below
     predictions = pd.read_csv(
         predict_scans(
             run,

@@ -1,12 +1,16 @@
-"""Calibration of referable probabilities: reliability-diagram points and the ECE."""
+"""Calibration of referable probabilities: reliability-diagram points, the ECE, and
+Platt scaling (the recalibration referral ranks by)."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 
 from retina.metrics.rates import check_paired, undefined
 
 _PROBABILITY_SLACK = 1e-6
+PLATT_CLIP = 1e-6  # scores are clipped to [PLATT_CLIP, 1 - PLATT_CLIP] before the log-odds
 
 
 def calibration_curve_points(
@@ -66,3 +70,27 @@ def expected_calibration_error(positive: np.ndarray, scores: np.ndarray, bins: i
     return float(
         sum(p["count"] * abs(p["fraction_positive"] - p["mean_score"]) for p in points) / total
     )
+
+
+def fit_platt(positive: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Platt scaling (Platt 1999): an unpenalised logistic regression of the truth on the
+    score's log-odds. The calibrated probability is sigmoid(slope * logit(score) +
+    intercept); a monotone map, so it changes no AUC or ranking by score.
+
+    Raises:
+        ValueError: when the scans are all of one class (nothing to fit).
+    """
+    positive, scores = check_paired(positive, scores)
+    if positive.all() or not positive.any():
+        raise ValueError("Platt scaling needs both referable and non-referable scans.")
+    model = LogisticRegression(C=np.inf).fit(platt_log_odds(scores)[:, None], positive)
+    return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+
+
+def apply_platt(scores: np.ndarray, platt: dict[str, float]) -> np.ndarray:
+    """The calibrated probabilities of ``scores`` (any shape) under ``fit_platt``'s fit."""
+    return expit(platt["slope"] * platt_log_odds(scores) + platt["intercept"])
+
+
+def platt_log_odds(scores: np.ndarray) -> np.ndarray:
+    return logit(np.clip(np.asarray(scores, float), PLATT_CLIP, 1 - PLATT_CLIP))

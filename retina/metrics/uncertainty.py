@@ -8,7 +8,9 @@ With S samples of class probabilities p_s (natural logarithms, nats):
 - mutual information, their difference: the epistemic part (how much the samples
   disagree); 0 when every sample says the same.
 
-The referable decision is the Bernoulli (1 - r, r) of r = P(grade >= 2).
+The referable decision is the Bernoulli (1 - r, r) of r = P(grade >= 2). Given a Platt
+fit (``retina.metrics.calibration.fit_platt``), each sample's r is recalibrated first, so
+the entropies are those of calibrated probabilities (see ``retina.referral``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import entropy
 
+from retina.metrics.calibration import apply_platt
 from retina.metrics.rates import referable_probability
 
 MEASURES = ("predictive_entropy", "expected_entropy", "mutual_information")
@@ -34,19 +37,22 @@ def uncertainty_measures(samples: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def referable_samples(samples: np.ndarray) -> np.ndarray:
-    """(S, N, 5) grade probabilities -> (S, N, 2): not referable, referable."""
+def referable_samples(samples: np.ndarray, platt: dict | None = None) -> np.ndarray:
+    """(S, N, 5) grade probabilities -> (S, N, 2): not referable, referable (recalibrated
+    with ``platt`` when given)."""
     referable = np.stack([referable_probability(s) for s in np.asarray(samples)])
+    if platt:
+        referable = apply_platt(referable, platt)
     return np.stack([1 - referable, referable], axis=-1)
 
 
-def scan_uncertainty(samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Every measure for the referable decision (``referable_<measure>``) and the grades
+def scan_uncertainty(samples: np.ndarray, platt: dict | None = None) -> dict[str, np.ndarray]:
+    """Every measure for the referable decision (``referable_<measure>``, from
+    probabilities recalibrated with ``platt`` when given) and the grades
     (``grade_<measure>``) from (S, N, classes) samples."""
     samples = np.asarray(samples, float)
-    measures = {
-        f"referable_{k}": v for k, v in uncertainty_measures(referable_samples(samples)).items()
-    }
+    referable = referable_samples(samples, platt)
+    measures = {f"referable_{k}": v for k, v in uncertainty_measures(referable).items()}
     if samples.shape[-1] > 2:
         measures |= {f"grade_{k}": v for k, v in uncertainty_measures(samples).items()}
     return measures
