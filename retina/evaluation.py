@@ -291,7 +291,7 @@ def _policy_and_calibration(scorer, predictions, options, samples: int):
     u = options.uncertainty
     if options.split == "val":
         return None, fit_calibration(predictions) if u.calibrate else None
-    policy = read_policy(scorer.policy_dir, u, samples)
+    policy = read_policy(scorer.policy_dir, u, samples, scorer.checkpoint)
     if u.calibrate and not policy:
         log.info(
             "No referral.json chosen with these uncertainty settings in %s: referral is "

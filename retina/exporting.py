@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from retina.checkpoint.read import read_operating_points
 from retina.config import ExportFormat, require_choice
+from retina.errors import ConfigError
 from retina.files import read_json, write_json
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference import load_run_model, output_columns
@@ -66,12 +67,22 @@ class ReferralModel(tf.Module):
         return outputs
 
 
-def export_policy(run_dir: Path) -> dict:
-    """The run's referral policy, or the softmax's predictive entropy without a threshold."""
+def export_policy(run_dir: Path, checkpoint: str) -> dict:
+    """The run's referral policy (refused when chosen for another checkpoint: its threshold
+    and calibration belong to that one), or the softmax's predictive entropy without a
+    threshold."""
     path = run_dir / REFERRAL_FILE
-    if path.is_file():
-        return read_json(path)
-    return {"method": "none", "samples": 1, "measure": "predictive_entropy"}
+    if not path.is_file():
+        return {"method": "none", "samples": 1, "measure": "predictive_entropy"}
+    policy = read_json(path)
+    if policy.get("checkpoint") != checkpoint:
+        raise ConfigError(
+            f"{path} was chosen on {policy.get('checkpoint')}'s validation predictions, not "
+            f"{checkpoint}'s. Export checkpoint={policy.get('checkpoint')}, or choose a policy "
+            f"for this one first: python -m retina.evaluate run_dir={run_dir} "
+            f"checkpoint={checkpoint} split=val uncertainty.method={policy.get('method')}."
+        )
+    return policy
 
 
 def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: int) -> dict:
@@ -113,7 +124,7 @@ def export_run(
     fmt = require_choice("format", fmt, ExportFormat)
     run_dir = Path(run_dir)
     cfg, model, path = load_run_model(run_dir, checkpoint)
-    thresholds, policy = read_operating_points(path), export_policy(run_dir)
+    thresholds, policy = read_operating_points(path), export_policy(run_dir, path.name)
     out_dir = Path(output_dir) if output_dir else run_dir / EXPORT_DIR / f"{path.name}-{fmt}"
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":

@@ -67,7 +67,7 @@ def predict_scans(
     root, rows, problems = cached_inputs(cfg, input_path)
 
     u = uncertainty or UncertaintyConfig()
-    policy = read_policy(run_dir, u, _sample_count(u))
+    policy = read_policy(run_dir, u, _sample_count(u), path.name)
     calibration = policy["calibration"] if policy else None
 
     def score(chunk: pd.DataFrame) -> pd.DataFrame:

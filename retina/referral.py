@@ -135,24 +135,22 @@ def write_policy(folder: Path, policy: dict) -> Path:
     return path
 
 
-def read_policy(folder: Path, uncertainty, samples: int) -> dict | None:
-    """The folder's policy if it was chosen with this method, measure, sample count and
-    calibration setting (``uncertainty.calibrate``)."""
+def read_policy(folder: Path, uncertainty, samples: int, checkpoint: str) -> dict | None:
+    """The folder's policy if it was chosen for this checkpoint with this method, measure,
+    sample count and calibration setting (``uncertainty.calibrate``)."""
     path = Path(folder) / REFERRAL_FILE
     if not path.is_file():
         return None
     policy = read_json(path)
-    wanted = _policy_key(uncertainty.method, uncertainty.measure, samples, uncertainty.calibrate)
+    u = uncertainty
+    wanted = _policy_key(u.method, u.measure, samples, u.calibrate, checkpoint)
     found = _policy_key(
-        policy.get("method"),
-        policy.get("measure"),
-        policy.get("samples"),
-        policy.get("calibration"),
+        *(policy.get(key) for key in ("method", "measure", "samples", "calibration", "checkpoint"))
     )
     if found != wanted:
         log.warning(
             "%s was chosen for %s, not %s: no refer_to_specialist column (run evaluate "
-            "split=val with these settings to choose one).",
+            "split=val with these settings and checkpoint to choose one).",
             path,
             found,
             wanted,
@@ -161,12 +159,13 @@ def read_policy(folder: Path, uncertainty, samples: int) -> dict | None:
     return policy
 
 
-def _policy_key(method, measure, samples, calibrated) -> dict:
+def _policy_key(method, measure, samples, calibrated, checkpoint) -> dict:
     return {
         "method": str(method),
         "measure": str(measure),
         "samples": samples,
         "calibrated": bool(calibrated),
+        "checkpoint": checkpoint,
     }
 
 

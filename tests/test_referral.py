@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from scipy.special import expit, logit
+from sklearn.metrics import roc_auc_score
 
 from retina.metrics.calibration import apply_platt, fit_platt
 from retina.metrics.retention import TABLE_FRACTIONS, retention_curves
@@ -253,3 +252,35 @@ def test_rebalancing_resamples_the_shifted_set_to_the_in_domain_grade_mix():
     counts = resampled["grade"].value_counts().sort_index().tolist()
     assert counts == [74, 7, 15, 2, 2]  # round(share x 100 scans)
     assert set(resampled["scan_id"]) <= set(shifted["scan_id"])
+
+
+def test_a_policy_chosen_for_another_checkpoint_is_not_applied_or_exported(tmp_path):
+    """Its threshold and calibration were fitted on that checkpoint's predictions."""
+    from retina.config import UncertaintyConfig
+    from retina.errors import ConfigError
+    from retina.exporting import export_policy
+    from retina.referral import read_policy
+
+    policy = {
+        "method": "mc_dropout",
+        "measure": "predictive_entropy",
+        "samples": 20,
+        "calibration": {"slope": 1.1, "intercept": 0.8},
+        "checkpoint": "ckpt-224",
+        "threshold": 0.6,
+    }
+    (tmp_path / "referral.json").write_text(json.dumps(policy))
+    u = UncertaintyConfig(method="mc_dropout")
+    assert read_policy(tmp_path, u, 20, "ckpt-224") == policy
+    assert read_policy(tmp_path, u, 20, "ckpt-192") is None
+    assert (
+        read_policy(
+            tmp_path, UncertaintyConfig(method="mc_dropout", calibrate=False), 20, "ckpt-224"
+        )
+        is None
+    )
+    assert export_policy(tmp_path, "ckpt-224") == policy
+    with pytest.raises(
+        ConfigError, match="checkpoint=ckpt-192 split=val uncertainty.method=mc_dropout"
+    ):
+        export_policy(tmp_path, "ckpt-192")
