@@ -58,20 +58,45 @@ def mean_operating_points(paths: list[Path]) -> dict:
     return {name: float(np.mean([p[name] for p in points])) for name in points[0]}
 
 
+def split_groups(members: list[Path], split: str) -> dict[tuple, list[int]]:
+    """The members (indices) grouped by the scans they hold in ``split``, keyed by those
+    scans' ids: one group when every member holds the same scans."""
+    groups: dict[tuple, list[int]] = {}
+    for index, member in enumerate(members):
+        manifest = read_manifest(member)
+        scans = tuple(sorted(manifest.loc[manifest["split"] == split, "scan_id"]))
+        groups.setdefault(scans, []).append(index)
+    return groups
+
+
 def check_same_split(members: list[Path], split: str) -> None:
     """Every member holds the same scans in ``split`` (the same data and split seed)."""
+    groups = split_groups(members, split)
+    if len(groups) > 1:
+        other = members[list(groups.values())[1][0]]
+        raise ConfigError(
+            f"ensemble member {other} has other scans in split {split!r} than "
+            f"{members[0]} (another data set, data.split_seed or data.fold)."
+        )
 
-    def scans(member):
-        manifest = read_manifest(member)
-        return sorted(manifest.loc[manifest["split"] == split, "scan_id"])
 
-    first = scans(members[0])
-    for member in members[1:]:
-        if scans(member) != first:
-            folds = ""
-            if split == "val":  # cross-validation folds: no scan is unseen by every member
-                folds = "; choose a referral policy on one member (run_dir=<member> split=val)"
-            raise ConfigError(
-                f"ensemble member {member} has other scans in split {split!r} than "
-                f"{members[0]} (another data set, data.split_seed or data.fold){folds}."
-            )
+def fold_groups(members: list[Path]) -> list[list[int]] | None:
+    """Cross-validation members grouped by fold (the members that share a validation
+    split, e.g. its seeds), or None when every member has the same validation scans.
+
+    Refused unless each validation scan is held out by exactly one group and every group
+    has as many members: out-of-fold predictions then sample each scan equally often.
+    """
+    groups = split_groups(members, "val")
+    if len(groups) == 1:
+        return None
+    scans = [set(ids) for ids in groups]
+    sizes = sorted({len(g) for g in groups.values()})
+    if sum(map(len, scans)) != len(set().union(*scans)) or len(sizes) > 1:
+        raise ConfigError(
+            f"the members' validation splits are not the folds of one cross-validation "
+            f"(overlapping scans, or folds with {sizes} members): choose a referral policy "
+            "on one member (run_dir=<member> split=val) or list members that share "
+            "data.folds, data.split_seed and their seeds."
+        )
+    return list(groups.values())

@@ -21,7 +21,7 @@ from retina.data.cache import build_cache
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import PATIENT_FACTS, build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
-from retina.ensemble import check_same_split, load_members, mean_operating_points
+from retina.ensemble import check_same_split, fold_groups, load_members, mean_operating_points
 from retina.errors import DataError
 from retina.explaining import failure_gallery
 from retina.files import write_atomically, write_json
@@ -182,19 +182,47 @@ def evaluate_ensemble(
 ) -> dict:
     """Scores the members as one model (their mean probability; operating points: the
     mean of theirs) on the first member's ``split`` (every member must hold the same
-    scans there) or on ``data``; writes ``<output_dir>/<checkpoint>-<data set>/``."""
+    scans there) or on ``data``; writes ``<output_dir>/<checkpoint>-<data set>/``.
+
+    Cross-validation folds on ``split="val"``: no validation scan is unseen by every
+    member, so each fold's validation scans are scored by that fold's members only (the
+    out-of-fold predictions, ``val-out-of-fold``), and the referral policy is chosen on them.
+    """
     options = options or Options()
     options = replace(options, uncertainty=replace(options.uncertainty, method="ensemble"))
     configs, models, paths = load_members(members, checkpoint)
-    if data is None:
+    folds = fold_groups(members) if options.split == "val" and data is None else None
+    if data is None and folds is None:
         check_same_split(members, options.split)
-    rows, dataset = scored_rows(configs[0], members[0], options.split, data)
     source = f"the mean of {len(members)} members' thresholds, each chosen on its validation split"
     scorer = Scorer(models, mean_operating_points(paths), checkpoint, source, Path(output_dir))
+    if folds:
+        rows, samples = _out_of_fold_samples(members, configs, folds, scorer, options)
+        dataset = "val-out-of-fold"
+    else:
+        (rows, dataset), samples = scored_rows(configs[0], members[0], options.split, data), None
     out_dir = Path(output_dir) / f"{checkpoint}-{dataset}"
-    metrics = score(scorer, rows, dataset, out_dir, options)
+    metrics = score(scorer, rows, dataset, out_dir, options, samples=samples)
     write_json(out_dir / "members.json", {"members": [str(m) for m in members]})
     return metrics
+
+
+def _out_of_fold_samples(members, configs, folds, scorer: Scorer, options: Options):
+    """(each fold's validation rows, (members per fold, scans, classes)): every scan
+    sampled by the members that held it out."""
+    parts = []
+    for fold in folds:
+        rows, _ = scored_rows(configs[fold[0]], members[fold[0]], "val", None)
+        fold_models = [scorer.models[i] for i in fold]
+        parts.append((rows, _sample(fold_models, rows, "ensemble", options)))
+    rows = pd.concat([r for r, _ in parts], ignore_index=True)
+    return rows, np.concatenate([s for _, s in parts], axis=1)
+
+
+def _sample(models: list, rows: pd.DataFrame, method: str, options: Options) -> np.ndarray:
+    paths = rows["cache_path"].tolist()
+    u = options.uncertainty
+    return sample_scans(models, paths, method, u.samples, options.batch_size, options.tta)
 
 
 def score(
@@ -204,8 +232,10 @@ def score(
     out_dir: Path,
     options: Options,
     in_domain: dict | None = None,
+    samples: np.ndarray | None = None,
 ) -> dict:
-    """Predicts, measures and writes one evaluation; see ``evaluate_run``."""
+    """Predicts (unless the ``samples`` are given), measures and writes one evaluation;
+    see ``evaluate_run``."""
     method = str(options.uncertainty.method)
     log.info(
         "Scoring %d scans of %s with %s (uncertainty: %s).",
@@ -214,17 +244,13 @@ def score(
         scorer.checkpoint,
         method,
     )
-    samples = sample_scans(
-        scorer.models,
-        rows["cache_path"].tolist(),
-        method,
-        options.uncertainty.samples,
-        options.batch_size,
-        options.tta,
-    )
+    if samples is None:
+        samples = _sample(scorer.models, rows, method, options)
+    # An ensemble's policy is keyed by its member count (out-of-fold: fewer per scan).
+    policy_samples = len(scorer.models) if method == "ensemble" else len(samples)
     probabilities = samples.mean(axis=0)
     predictions = prediction_table(rows, probabilities, scorer.thresholds)
-    policy, calibration = _policy_and_calibration(scorer, predictions, options, len(samples))
+    policy, calibration = _policy_and_calibration(scorer, predictions, options, policy_samples)
     predictions = pd.concat(
         [
             predictions,
@@ -259,7 +285,7 @@ def score(
         ),
         "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
     }
-    _apply_policy(scorer, predictions, metrics, options, len(samples), policy, calibration)
+    _apply_policy(scorer, predictions, metrics, options, policy_samples, policy, calibration)
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
     _write_outputs(out_dir, predictions, metrics, scorer.facts)
@@ -305,7 +331,9 @@ def _apply_policy(scorer, predictions, metrics, options, samples, policy, calibr
     """On validation: choose and write ``referral.json``; elsewhere: apply it if it fits."""
     u = options.uncertainty
     if options.split == "val":
-        policy = choose_policy(predictions, u, samples, scorer.checkpoint, calibration)
+        policy = choose_policy(
+            predictions, u, samples, scorer.checkpoint, calibration, metrics["dataset"]
+        )
         write_policy(scorer.policy_dir, policy)
     if policy:
         column = ranking_column(str(u.measure), predictions)

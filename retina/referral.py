@@ -53,9 +53,10 @@ def ranking_column(measure: str, table: pd.DataFrame) -> str:
     column = f"referable_{measure}"
     if column not in table:
         raise ConfigError(
-            f"uncertainty.measure={measure} needs sampled predictions; with "
-            "uncertainty.method=none only predictive_entropy is defined. Use "
-            "uncertainty.method=mc_dropout, ensemble or tta."
+            f"uncertainty.measure={measure} needs more than one sampled prediction per scan; "
+            "with uncertainty.method=none (or out-of-fold scores of folds trained with one "
+            "seed each) only predictive_entropy is defined. Use uncertainty.method="
+            "mc_dropout, ensemble or tta, or uncertainty.measure=predictive_entropy."
         )
     return column
 
@@ -102,10 +103,11 @@ def referral_metrics(
 
 
 def choose_policy(
-    predictions: pd.DataFrame, uncertainty, samples: int, checkpoint: str, calibration
+    predictions: pd.DataFrame, uncertainty, samples: int, checkpoint: str, calibration, dataset
 ) -> dict:
-    """The threshold above which ``referral_fraction`` of these (validation) scans lie,
-    with the ``calibration`` their uncertainty was measured after."""
+    """The threshold above which ``referral_fraction`` of these (validation) scans of
+    ``dataset`` lie, with the ``calibration`` their uncertainty was measured after.
+    ``samples``: MC passes, or an ensemble's member count."""
     fraction = uncertainty.referral_fraction
     if not 0 <= fraction < 1:
         raise ConfigError(f"uncertainty.referral_fraction={fraction} must be in [0, 1).")
@@ -116,7 +118,7 @@ def choose_policy(
         "measure": str(uncertainty.measure),
         "threshold": float(np.quantile(values, 1 - fraction)),
         "fraction": fraction,
-        "chosen_on": f"{len(values)} validation scans",
+        "chosen_on": f"{len(values)} scans of {dataset}",
         "checkpoint": checkpoint,
         "calibration": calibration,
     }

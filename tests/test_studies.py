@@ -2,6 +2,9 @@
 grouped into one row per configuration, TensorBoard's HParams data, and an Optuna study
 that survives a SIGKILL."""
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -95,6 +98,40 @@ def _trial_jobs(sweep_dir) -> dict:
         hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
         found[hydra_cfg["hydra"]["sweeper"]["trial"]] = job
     return found
+
+
+def test_a_fold_ensemble_chooses_its_referral_policy_on_out_of_fold_scores(cv_sweep, tmp_path):
+    """Each validation scan is scored by the members that held it out (its fold's two
+    seeds), the policy is chosen on those scores and applies to the whole ensemble."""
+    from retina.config import UncertaintyConfig
+    from retina.data.prepare import prepare_run_data
+    from retina.ensemble import ensemble_members
+    from retina.evaluation import Options, evaluate_ensemble
+    from retina.inference import load_run_model, predict_probabilities
+
+    members = ensemble_members([], str(cv_sweep))
+    ensemble = UncertaintyConfig(method="ensemble", referral_fraction=0.2)
+    options = Options(split="val", n_resamples=20, uncertainty=ensemble, explain=False)
+    evaluate_ensemble(members, tmp_path, "latest", options=options)
+    scored = pd.read_csv(tmp_path / "latest-val-out-of-fold" / "predictions.csv")
+    scored = scored.set_index("scan_id")
+    by_fold = {}
+    for member in members:
+        cfg, model, _ = load_run_model(member, "latest")
+        rows = prepare_run_data(cfg, member, splits=("val",))
+        fold = member.name.split("data.fold=")[1][0]
+        probabilities = predict_probabilities(model, rows["cache_path"].tolist(), 16)
+        by_fold.setdefault(fold, []).append(pd.DataFrame(probabilities, index=rows["scan_id"]))
+    by_hand = pd.concat([sum(seeds) / len(seeds) for seeds in by_fold.values()])
+    assert sorted(scored.index) == sorted(by_hand.index)  # each development scan once
+    columns = [f"prob_grade_{g}" for g in range(5)]
+    np.testing.assert_allclose(scored.loc[by_hand.index, columns], by_hand, atol=1e-5)
+    assert scored["referable_mutual_information"].gt(0).any()  # two seeds per scan
+    policy = json.loads((tmp_path / "referral.json").read_text())
+    assert policy["samples"] == 4 and policy["method"] == "ensemble"
+    assert policy["chosen_on"] == f"{len(scored)} scans of val-out-of-fold"
+    tested = evaluate_ensemble(members, tmp_path, "latest", options=replace(options, split="test"))
+    assert tested["referral"]["policy"]["threshold"] == policy["threshold"]
 
 
 @pytest.mark.slow  # 43-47 s (two sweeps, one killed): out of CI's default run for its budget
