@@ -68,7 +68,8 @@ def _calibration_phrase(calibration: dict | None) -> str:
 
 def _measure(referrals: dict) -> str:
     referral = next(iter(referrals.values()))
-    return f"{referral['measure'].replace('_', ' ')} ({referral['method']})"
+    recalibrated = ", recalibrated" if referral.get("calibration") else ""
+    return f"{referral['measure'].replace('_', ' ')} ({referral['method']}{recalibrated})"
 
 
 def _draw_uncertainty(ax: Axes, predictions: pd.DataFrame, column: str) -> None:

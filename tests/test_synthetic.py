@@ -221,6 +221,19 @@ def _to_object(node):
     return OmegaConf.to_object(node)
 
 
+def test_spots_past_any_edge_of_the_image_are_skipped():
+    """A hard-exudate cluster member can spread past the image (seed 3 with 1,600
+    patients drew one past the far edge, and the generator crashed)."""
+    from retina.data.synthetic.lesions import _spots
+
+    rng = np.random.default_rng(0)
+    outside = [np.array([90.0, 20.0]), np.array([20.0, 95.0]), np.array([-30.0, 20.0])]
+    coverage = _spots((64, 64), outside, (0.02, 0.04), rng, 100)
+    assert not coverage.any()
+    straddling = _spots((64, 64), [np.array([63.0, 20.0])], (0.02, 0.04), rng, 100)
+    assert straddling[60:, 15:25].any()
+
+
 def test_lesions_grow_with_severity():
     """Dark-red and yellow lesion pixels (the signal a model learns) increase with severity."""
 

@@ -122,8 +122,10 @@ def _spots(shape, points, radius_range, rng, r) -> np.ndarray:
         angle = rng.uniform(0, np.pi)
         reach = int(np.ceil(max(a, b) + 2))
         y0, x0 = int(point[0]) - reach, int(point[1]) - reach
-        rows = slice(max(y0, 0), max(min(y0 + 2 * reach + 1, shape[0]), 0))
-        cols = slice(max(x0, 0), max(min(x0 + 2 * reach + 1, shape[1]), 0))
+        rows = slice(max(y0, 0), min(y0 + 2 * reach + 1, shape[0]))
+        cols = slice(max(x0, 0), min(x0 + 2 * reach + 1, shape[1]))
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            continue  # wholly outside the image (a cluster member spread past its edge)
         dy, dx = np.mgrid[rows, cols].astype(np.float32)
         dy, dx = dy - point[0], dx - point[1]
         u = dy * np.cos(angle) + dx * np.sin(angle)
