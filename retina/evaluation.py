@@ -200,7 +200,8 @@ def evaluate_ensemble(
         rows, samples = _out_of_fold_samples(members, configs, folds, scorer, options)
         dataset = "val-out-of-fold"
     else:
-        (rows, dataset), samples = scored_rows(configs[0], members[0], options.split, data), None
+        rows, dataset = scored_rows(configs[0], members[0], options.split, data)
+        samples = None
     out_dir = Path(output_dir) / f"{checkpoint}-{dataset}"
     metrics = score(scorer, rows, dataset, out_dir, options, samples=samples)
     write_json(out_dir / "members.json", {"members": [str(m) for m in members]})
@@ -324,7 +325,7 @@ def _policy_and_calibration(scorer, predictions, options, samples: int):
             "ranked by uncalibrated probabilities (run evaluate split=val first).",
             scorer.policy_dir,
         )
-    return policy, policy["calibration"] if policy else None
+    return policy, policy.get("calibration") if policy else None
 
 
 def _apply_policy(scorer, predictions, metrics, options, samples, policy, calibration) -> None:

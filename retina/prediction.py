@@ -68,7 +68,7 @@ def predict_scans(
 
     u = uncertainty or UncertaintyConfig()
     policy = read_policy(run_dir, u, _sample_count(u), path.name)
-    calibration = policy["calibration"] if policy else None
+    calibration = policy.get("calibration") if policy else None
 
     def score(chunk: pd.DataFrame) -> pd.DataFrame:
         paths = chunk["cache_path"].tolist()
