@@ -15,8 +15,8 @@ other splits and data sets, ``predict``, the SavedModel). Why: an entropy is lar
 referable sum runs low (measured on the built-in data: a best checkpoint whose grade-2
 scans averaged 0.32) puts its borderline referable scans among the confident negatives,
 and referral by the raw entropy then gains nothing; recalibrated on validation, the same
-predictions do (README, "Referral by uncertainty"). The Platt map is monotone: no AUC, operating point
-or ranking by probability changes. On ``split=val`` itself the fit is in-sample.
+predictions do (README, "Referral by uncertainty"). The Platt map is monotone: no AUC,
+operating point or ranking by probability changes. On ``split=val`` the fit is in-sample.
 """
 
 from __future__ import annotations
