@@ -19,8 +19,9 @@ register_configs()
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     from retina.ensemble import ensemble_members
+    from retina.ensemble_evaluation import evaluate_ensemble
     from retina.errors import ConfigError
-    from retina.evaluation import Options, evaluate_ensemble, evaluate_with
+    from retina.evaluation import Options, evaluate_with
     from retina.folder_names import ensemble_output_dir
 
     o = to_typed(cfg)  # refuses _target_-style keys by name

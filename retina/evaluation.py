@@ -21,7 +21,6 @@ from retina.data.cache import build_cache
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import PATIENT_FACTS, build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
-from retina.ensemble import check_same_split, fold_groups, load_members, mean_operating_points
 from retina.errors import DataError
 from retina.explaining import failure_gallery
 from retina.files import write_atomically, write_json
@@ -173,54 +172,8 @@ def _test_grades(run_dir: Path) -> pd.Series:
     return manifest.loc[manifest["split"] == "test", "grade"]
 
 
-def evaluate_ensemble(
-    members: list[Path],
-    output_dir: str | Path,
-    checkpoint: str = "best",
-    data: DataConfig | None = None,
-    options: Options | None = None,
-) -> dict:
-    """Scores the members as one model (their mean probability; operating points: the
-    mean of theirs) on the first member's ``split`` (every member must hold the same
-    scans there) or on ``data``; writes ``<output_dir>/<checkpoint>-<data set>/``.
-
-    Cross-validation folds on ``split="val"``: no validation scan is unseen by every
-    member, so each fold's validation scans are scored by that fold's members only (the
-    out-of-fold predictions, ``val-out-of-fold``), and the referral policy is chosen on them.
-    """
-    options = options or Options()
-    options = replace(options, uncertainty=replace(options.uncertainty, method="ensemble"))
-    configs, models, paths = load_members(members, checkpoint)
-    folds = fold_groups(members) if options.split == "val" and data is None else None
-    if data is None and folds is None:
-        check_same_split(members, options.split)
-    source = f"the mean of {len(members)} members' thresholds, each chosen on its validation split"
-    scorer = Scorer(models, mean_operating_points(paths), checkpoint, source, Path(output_dir))
-    if folds:
-        rows, samples = _out_of_fold_samples(members, configs, folds, scorer, options)
-        dataset = "val-out-of-fold"
-    else:
-        rows, dataset = scored_rows(configs[0], members[0], options.split, data)
-        samples = None
-    out_dir = Path(output_dir) / f"{checkpoint}-{dataset}"
-    metrics = score(scorer, rows, dataset, out_dir, options, samples=samples)
-    write_json(out_dir / "members.json", {"members": [str(m) for m in members]})
-    return metrics
-
-
-def _out_of_fold_samples(members, configs, folds, scorer: Scorer, options: Options):
-    """(each fold's validation rows, (members per fold, scans, classes)): every scan
-    sampled by the members that held it out."""
-    parts = []
-    for fold in folds:
-        rows, _ = scored_rows(configs[fold[0]], members[fold[0]], "val", None)
-        fold_models = [scorer.models[i] for i in fold]
-        parts.append((rows, _sample(fold_models, rows, "ensemble", options)))
-    rows = pd.concat([r for r, _ in parts], ignore_index=True)
-    return rows, np.concatenate([s for _, s in parts], axis=1)
-
-
-def _sample(models: list, rows: pd.DataFrame, method: str, options: Options) -> np.ndarray:
+def sample_rows(models: list, rows: pd.DataFrame, method: str, options: Options) -> np.ndarray:
+    """The rows' sampled probabilities (samples, scans, classes) for ``method``."""
     paths = rows["cache_path"].tolist()
     u = options.uncertainty
     return sample_scans(models, paths, method, u.samples, options.batch_size, options.tta)
@@ -246,7 +199,7 @@ def score(
         method,
     )
     if samples is None:
-        samples = _sample(scorer.models, rows, method, options)
+        samples = sample_rows(scorer.models, rows, method, options)
     # An ensemble's policy is keyed by its member count (out-of-fold: fewer per scan).
     policy_samples = len(scorer.models) if method == "ensemble" else len(samples)
     probabilities = samples.mean(axis=0)

@@ -203,7 +203,8 @@ def second_run(shared_data, tmp_path_factory):
 def test_an_ensemble_of_one_run_is_that_run_and_of_two_averages_them(
     smoke_run, second_run, tmp_path
 ):
-    from retina.evaluation import Options, evaluate_ensemble, evaluate_run
+    from retina.ensemble_evaluation import evaluate_ensemble
+    from retina.evaluation import Options, evaluate_run
 
     def probabilities(folder):
         return pd.read_csv(folder / "predictions.csv").filter(like="prob_grade_").to_numpy()

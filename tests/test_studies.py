@@ -106,7 +106,8 @@ def test_a_fold_ensemble_chooses_its_referral_policy_on_out_of_fold_scores(cv_sw
     from retina.config import UncertaintyConfig
     from retina.data.prepare import prepare_run_data
     from retina.ensemble import ensemble_members
-    from retina.evaluation import Options, evaluate_ensemble
+    from retina.ensemble_evaluation import evaluate_ensemble
+    from retina.evaluation import Options
     from retina.inference import load_run_model, predict_probabilities
 
     members = ensemble_members([], str(cv_sweep))
