@@ -83,14 +83,14 @@ def fit_platt(positive: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     positive, scores = check_paired(positive, scores)
     if positive.all() or not positive.any():
         raise ValueError("Platt scaling needs both referable and non-referable scans.")
-    model = LogisticRegression(C=np.inf).fit(platt_log_odds(scores)[:, None], positive)
+    model = LogisticRegression(C=np.inf).fit(_log_odds(scores)[:, None], positive)
     return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
 
 
 def apply_platt(scores: np.ndarray, platt: dict[str, float]) -> np.ndarray:
     """The calibrated probabilities of ``scores`` (any shape) under ``fit_platt``'s fit."""
-    return expit(platt["slope"] * platt_log_odds(scores) + platt["intercept"])
+    return expit(platt["slope"] * _log_odds(scores) + platt["intercept"])
 
 
-def platt_log_odds(scores: np.ndarray) -> np.ndarray:
+def _log_odds(scores: np.ndarray) -> np.ndarray:
     return logit(np.clip(np.asarray(scores, float), PLATT_CLIP, 1 - PLATT_CLIP))
