@@ -164,6 +164,7 @@ class TrainLoopConfig:
     # Written by the run, not by you: the policy ``precision`` resolved to, which a resumed
     # run keeps (``auto`` may choose differently on other hardware).
     resolved_precision: str = ""
+    precision_cache: str = ""
     deterministic: bool = False
     sampler: Sampler = Sampler.shuffle
     memory_cache_mb: int = 1024

@@ -30,6 +30,7 @@ from retina.metrics.calibration import calibration_curve_points
 from retina.metrics.rates import is_referable
 from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metrics
 from retina.metrics.summary import evaluation_metrics, patient_level
+from retina.metrics.undefined import as_records, gathered, log_undefined, where
 from retina.provenance import study_facts
 from retina.referral import (
     REFER_COLUMN,
@@ -214,32 +215,41 @@ def score(
         axis=1,
     )
     binary = probabilities.shape[1] == 2
-    seed, resamples = options.seed, options.n_resamples
-    metrics = {
-        "checkpoint": scorer.checkpoint,
-        "dataset": dataset,
-        "test_time_augmentation": options.tta,
-        "referable_min_grade": REFERABLE_MIN_GRADE,
-        "operating_points_source": scorer.points_source,
-        "eye_level": level_metrics(predictions, scorer.thresholds, binary, seed, resamples),
-        "patient_level": level_metrics(
-            patient_level(predictions), scorer.thresholds, binary, seed, resamples
-        ),
-        "referral": referral_metrics(
-            predictions,
-            scorer.thresholds["default"],
-            options.uncertainty,
-            len(samples),
-            calibration,
-            resamples,
-            seed,
-        ),
-        "subgroups": subgroup_metrics(
-            predictions, list(options.subgroups), scorer.thresholds, resamples, seed
-        ),
-        "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
-    }
-    _apply_policy(scorer, predictions, metrics, options, policy_samples, policy, calibration)
+    seed, resamples, thresholds = options.seed, options.n_resamples, scorer.thresholds
+    with gathered() as undefined_metrics:
+        with where("eye level"):
+            eye = level_metrics(predictions, thresholds, binary, seed, resamples)
+        with where("patient level"):
+            patients = level_metrics(
+                patient_level(predictions), thresholds, binary, seed, resamples
+            )
+        with where("referral"):
+            referral = referral_metrics(
+                predictions,
+                thresholds["default"],
+                options.uncertainty,
+                len(samples),
+                calibration,
+                resamples,
+                seed,
+            )
+        metrics = {
+            "checkpoint": scorer.checkpoint,
+            "dataset": dataset,
+            "test_time_augmentation": options.tta,
+            "referable_min_grade": REFERABLE_MIN_GRADE,
+            "operating_points_source": scorer.points_source,
+            "eye_level": eye,
+            "patient_level": patients,
+            "referral": referral,
+            "subgroups": subgroup_metrics(
+                predictions, list(options.subgroups), thresholds, resamples, seed
+            ),
+            "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
+        }
+        _apply_policy(scorer, predictions, metrics, options, policy_samples, policy, calibration)
+    metrics["undefined"] = as_records(undefined_metrics)  # each nan's reason
+    log_undefined(undefined_metrics, log, f"Evaluation of {dataset} (where and why: metrics.json)")
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
     _write_outputs(out_dir, predictions, metrics, scorer.facts)

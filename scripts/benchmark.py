@@ -425,7 +425,7 @@ def bench_precision(args) -> dict:
     from precision_benchmark import bench_precision as precision
 
     work = Path(tempfile.mkdtemp(prefix="retina-bench-precision-"))
-    return precision(args, _train_config(args, work), work)
+    return precision(args, _train_config(args, work))
 
 
 def bench_scale(args) -> dict:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -36,6 +37,7 @@ def smoke_config(
         "train",
         [
             "debug=smoke",
+            "train.precision=float32",  # the same numbers on every CPU; override to test others
             f"data.root={data_root or tmp_root / 'synthetic'}",
             f"data.cache_dir={tmp_root / 'cache'}",
             "data.workers=1",
@@ -43,6 +45,26 @@ def smoke_config(
         ],
     )
     return OmegaConf.to_object(cfg)
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Every test starts (and leaves the next) under float32, whatever policy an earlier test
+    or training run set globally: a model a test builds computes at float32 tolerances
+    unless the test names another policy."""
+    keras.mixed_precision.set_dtype_policy("float32")
+    yield
+    keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_precision_cache(tmp_path_factory):
+    """``train.precision=auto``'s measurements go to a folder of this session (tests and the
+    processes they start), never to the user's own cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +130,7 @@ def sweep_args(shared_data, sweep_dir, *extra, epochs: int = 4) -> list[str]:
     return [
         "-m",
         "debug=smoke",
+        "train.precision=float32",
         f"data.root={shared_data / 'synthetic'}",
         f"data.cache_dir={shared_data / 'cache'}",
         f"hydra.sweep.dir={sweep_dir}",
@@ -131,23 +154,3 @@ def steps_written(job) -> int:
     """Rows of a run's ``steps.csv``: the steps it trained so far."""
     path = job / "steps.csv"
     return len(path.read_text().splitlines()) - 1 if path.exists() else 0
-
-
-def kill_training_when(args: list[str], cwd: Path, ready, timeout: float) -> None:
-    """Runs ``python -m retina.train args`` and SIGKILLs its whole process group as soon
-    as ``ready()`` is true (or after ``timeout`` seconds, or when it ends by itself)."""
-    import signal
-    import time
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "retina.train", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None and not ready():
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()

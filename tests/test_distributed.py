@@ -37,7 +37,7 @@ from retina.training.distribute import (
 from retina.training.loop import train
 
 # The smoke model keeps its dropout (0.2): the masks, too, must match a single process.
-COMPARABLE = ["train.deterministic=true", "train.evaluate_test=false"]
+COMPARABLE = ["train.precision=float32", "train.deterministic=true", "train.evaluate_test=false"]
 FINGERPRINT = re.compile(r"Model weights sha256 ([0-9a-f]{64}) \(worker (\d)\)")
 WORKER_TIMEOUT = 240
 

@@ -14,6 +14,7 @@ from sklearn.metrics import (
 )
 
 from retina import metrics
+from retina.metrics.undefined import as_records, gathered, one_line, where
 
 
 @pytest.mark.parametrize(
@@ -626,3 +627,36 @@ def test_subgroup_metrics_match_each_group_alone_and_flag_small_groups():
     assert result["site"]["C"]["too_small"]
     assert sum(g["n"] for g in result["age_band"].values()) == n
     assert set(result["image_quality"]) == {"gradable", "flagged"}
+
+
+def test_an_evaluation_gathers_its_undefined_metrics_into_one_line_without_warnings():
+    """Inside ``gathered()`` nothing warns; each undefined metric is recorded once with where
+    it was computed and why, and the line names each metric and reason once."""
+    grades = np.array([0, 1, 0, 1])  # no referable scan: sensitivity is undefined everywhere
+    scores = np.array([0.1, 0.7, 0.2, 0.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the test
+        with gathered() as found:
+            with where("eye level"):
+                metrics.evaluation_metrics(
+                    grades,
+                    grades,
+                    scores,
+                    np.arange(4),
+                    {"default": 0.5, "high": 0.95},
+                    n_resamples=20,
+                )
+    places = {(item.metric, item.where) for item in found}
+    assert ("sensitivity", "eye level / operating point default") in places
+    assert ("sensitivity", "eye level / operating point high") in places
+    assert ("AUC", "eye level") in places
+    assert ("PPV", "eye level / operating point high") in places  # nothing above 0.95
+    line = one_line(found)
+    assert "\n" not in line and line.startswith(f"{len(found)} metrics undefined")
+    assert line.count("sensitivity, no positive case (2x)") == 1
+    assert "AUC, only one class is present (eye level)" in line
+    assert as_records(found)[0] == {
+        "metric": found[0].metric,
+        "where": found[0].where,
+        "reason": found[0].reason,
+    }

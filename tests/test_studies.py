@@ -3,6 +3,7 @@ grouped into one row per configuration, TensorBoard's HParams data, and an Optun
 that survives a SIGKILL."""
 
 import json
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -16,8 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
-from conftest import kill_training_when, run_module, steps_written, sweep_args
+from conftest import run_module, steps_written, sweep_args
 from retina.aggregation import GROUPS_FILE
+from retina.checkpoint.files import FAULT_ENV
 from retina.run_dir import MANIFEST_FILE, TENSORBOARD_DIR
 from retina.sweep import job_folders
 
@@ -149,12 +151,9 @@ def test_a_killed_optuna_study_resumes_to_exactly_its_trials(shared_data, tmp_pa
         epochs=2,
     )
 
-    def third_trial_started():
-        third = _trial_jobs(sweep_dir).get(2)
-        return third is not None and steps_written(third) >= 3
-
-    kill_training_when(args, tmp_path, third_trial_started, timeout=300)
-    assert 3 <= steps_written(_trial_jobs(sweep_dir)[2]) < 12, "killed inside the third trial"
+    killed = run_module("retina.train", *args, cwd=tmp_path, env={FAULT_ENV: "step:3#3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert steps_written(_trial_jobs(sweep_dir)[2]) == 3, "killed at the third trial's third step"
 
     again = run_module("retina.train", *args, cwd=tmp_path, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]

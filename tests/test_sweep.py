@@ -2,19 +2,20 @@
 and the summary."""
 
 import json
+import signal
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import (
-    kill_training_when,
     launch_order,
     run_module,
     smoke_config,
     steps_written,
     sweep_args,
 )
+from retina.checkpoint.files import FAULT_ENV
 from retina.data.prepare import prepare_run_data
 from retina.sweep import job_folders
 from retina.sweep import main as sweep_main
@@ -31,12 +32,10 @@ def test_killed_sweep_resumes_its_unfinished_job_and_skips_finished_ones(shared_
     sweep_dir = tmp_path / "sweep"
     args = sweep_args(shared_data, sweep_dir, *GRID)
 
-    def third_job_started():
-        return len(_jobs(sweep_dir)) >= 3 and steps_written(launch_order(sweep_dir)[2]) >= 3
-
-    kill_training_when(args, tmp_path, third_job_started, timeout=240)
+    killed = run_module("retina.train", *args, cwd=tmp_path, env={FAULT_ENV: "step:3#3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     third = launch_order(sweep_dir)[2]
-    assert 3 <= steps_written(third) < 20, "killed inside the third job"
+    assert steps_written(third) == 3, "killed at the third job's third step"
     assert len(_jobs(sweep_dir)) == 3
 
     again = run_module("retina.train", *args, cwd=tmp_path, timeout=400)

@@ -45,6 +45,7 @@ def resumed_run(tmp_path_factory):
         f"data.root={tmp / 'synthetic'}",
         f"data.cache_dir={tmp / 'cache'}",
         f"hydra.run.dir={run_dir}",
+        "train.precision=float32",
         "train.evaluate_test=false",
     ]
     first = run_module("retina.train", *common, "train.epochs=1", cwd=tmp)
@@ -160,6 +161,25 @@ def test_evaluate_writes_every_output_and_they_parse(resumed_run, evaluated, che
     for plot in (name for name in EVAL_FILES if name.endswith(".png")):
         assert Image.open(folder / plot).size[0] > 100
     assert "![" in (folder / "report.md").read_text()
+
+
+def test_undefined_metrics_are_one_console_line_per_evaluation_and_kept_with_reasons(
+    resumed_run, evaluated
+):
+    """The smoke run's 4-scan test split and 6-scan validation split leave metrics undefined:
+    at most one line for each validation and evaluation, no warning per metric, and each
+    evaluation's metrics.json lists every undefined one with where and why."""
+    for output in (resumed_run["first"], resumed_run["second"]):
+        lines = [line for line in output.splitlines() if "metrics undefined" in line]
+        assert len(lines) <= output.count("saved ckpt-"), lines  # one per validation at most
+        assert "is undefined" not in output
+    for metrics_json, output, _ in (runs[0] for runs in evaluated.values()):
+        lines = [line for line in output.splitlines() if "metrics undefined" in line]
+        records = json.loads(metrics_json)["undefined"]
+        assert len(lines) == (1 if records else 0) and "is undefined" not in output
+        if records:
+            assert f"metrics.json): {len(records)} metrics undefined" in lines[0]
+        assert all(record["metric"] and record["where"] and record["reason"] for record in records)
 
 
 def test_evaluating_the_same_checkpoint_twice_gives_identical_metrics(evaluated):

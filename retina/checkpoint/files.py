@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import signal
+from collections import Counter
 from pathlib import Path
 
 import keras
@@ -24,7 +25,7 @@ from retina.run_dir import LATEST_DIR
 
 SIDECAR_SUFFIX = ".meta.json"
 CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)$")
-FAULT_ENV = "RETINA_FAULT"  # tests only: "<point>:<step>" kills the process at that point
+FAULT_ENV = "RETINA_FAULT"  # tests only: "<point>:<step>[#n]" kills the process there
 
 
 def data_files(prefix: Path) -> list[Path]:
@@ -89,7 +90,14 @@ def library_versions() -> dict[str, str]:
     }
 
 
+_faults_reached: Counter[str] = Counter()
+
+
 def fault_point(point: str, step: int) -> None:
-    """Crash-test hook: ``RETINA_FAULT=<point>:<step>`` SIGKILLs the process right here."""
-    if os.environ.get(FAULT_ENV) == f"{point}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Crash-test hook: ``RETINA_FAULT=<point>:<step>`` SIGKILLs the process right here, and
+    ``<point>:<step>#<n>`` the n-th time the process gets here (the n-th job of a sweep)."""
+    wanted, _, nth = os.environ.get(FAULT_ENV, "").partition("#")
+    if wanted == f"{point}:{step}":
+        _faults_reached[wanted] += 1
+        if _faults_reached[wanted] == int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from retina.metrics.intervals import check_confidence
-from retina.metrics.rates import check_paired, quadratic_weighted_kappa, roc_auc, undefined
+from retina.metrics.rates import check_paired, quadratic_weighted_kappa, roc_auc
+from retina.metrics.undefined import undefined
 
 # Bootstrap weight matrices are built this many elements at a time, so memory stays near
 # 100 MB whatever the number of scans or resamples.

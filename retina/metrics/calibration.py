@@ -7,7 +7,8 @@ import numpy as np
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 
-from retina.metrics.rates import check_paired, undefined
+from retina.metrics.rates import check_paired
+from retina.metrics.undefined import undefined
 
 _PROBABILITY_SLACK = 1e-6
 PLATT_CLIP = 1e-6  # scores are clipped to [PLATT_CLIP, 1 - PLATT_CLIP] before the log-odds

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scipy.stats import binomtest
 
-from retina.metrics.rates import undefined
+from retina.metrics.undefined import undefined
 
 
 def check_confidence(confidence: float) -> None:

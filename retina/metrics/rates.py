@@ -7,18 +7,11 @@ RuntimeWarning, never an exception.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
-
-
-def undefined(name: str, why: str) -> float:
-    """Warns that ``name`` is undefined (pointing at the caller's caller) and returns nan."""
-    warnings.warn(f"{name} is undefined: {why}; reporting nan.", RuntimeWarning, stacklevel=3)
-    return float("nan")
+from retina.metrics.undefined import undefined
 
 
 def check_paired(positive, scores) -> tuple[np.ndarray, np.ndarray]:

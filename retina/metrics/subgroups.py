@@ -9,7 +9,8 @@ import pandas as pd
 
 from retina.metrics.bootstrap import bootstrap_auc_interval
 from retina.metrics.rates import is_referable, roc_auc
-from retina.metrics.thresholds import operating_point
+from retina.metrics.thresholds import operating_points
+from retina.metrics.undefined import where
 
 MIN_SCANS, MIN_REFERABLE = 30, 10  # below either: "too small to judge"
 SUBGROUPS = ("site", "eye", "sex", "age_band", "image_quality")  # evaluate's default
@@ -42,10 +43,10 @@ def subgroup_metrics(
     sensitivity and specificity with Wilson intervals, and ``too_small``."""
     result = {}
     for column in (c for c in columns if c in table):
-        result[column] = {
-            str(value): _group(rows, thresholds, n_resamples, seed)
-            for value, rows in table.groupby(column, observed=True)
-        }
+        result[column] = {}
+        for value, rows in table.groupby(column, observed=True):
+            with where(f"subgroup {column}={value}"):
+                result[column][str(value)] = _group(rows, thresholds, n_resamples, seed)
     return result
 
 
@@ -60,7 +61,7 @@ def _group(rows: pd.DataFrame, thresholds: dict, n_resamples: int, seed: int) ->
         else bootstrap_auc_interval(positive, scores, rows["patient"].to_numpy(), n_resamples, seed)
     )
     auc = np.nan if one_class else roc_auc(positive, scores)
-    points = {name: operating_point(positive, scores, t) for name, t in thresholds.items()}
+    points = operating_points(positive, scores, thresholds)
     return {
         "n": n,
         "n_referable": referable,

@@ -21,9 +21,9 @@ from retina.metrics.rates import (
     roc_auc,
     sensitivity,
     specificity,
-    undefined,
 )
-from retina.metrics.thresholds import operating_point
+from retina.metrics.thresholds import operating_points
+from retina.metrics.undefined import undefined
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, classes: list[int]) -> list[list[int]]:
@@ -199,10 +199,7 @@ def evaluation_metrics(
         "n_clusters": int(len(np.unique(np.asarray(clusters)))),
         "referable_min_grade": int(min_grade),
         "referable_auc": {"value": roc_auc(positive, scores), "low": low, "high": high},
-        "operating_points": {
-            name: operating_point(positive, scores, threshold, confidence)
-            for name, threshold in thresholds.items()
-        },
+        "operating_points": operating_points(positive, scores, thresholds, confidence),
         "expected_calibration_error": expected_calibration_error(positive, scores),
         **grading_metrics(grades, predicted_grades, binary_head, min_grade),
     }

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from retina.metrics.intervals import check_confidence, rate_with_interval
-from retina.metrics.rates import check_paired, npv, ppv, sensitivity, specificity, undefined
+from retina.metrics.rates import check_paired, npv, ppv, sensitivity, specificity
+from retina.metrics.undefined import undefined, where
 
 
 def _above_every(scores) -> float:
@@ -130,6 +131,17 @@ def operating_point(
         "ppv": rate_with_interval(ppv(positive, referred), tp, tp + fp, confidence),
         "npv": rate_with_interval(npv(positive, referred), tn, tn + fn, confidence),
     }
+
+
+def operating_points(
+    positive: np.ndarray, scores: np.ndarray, thresholds: dict[str, float], confidence: float = 0.95
+) -> dict[str, dict]:
+    """``operating_point`` at each of the named ``thresholds``."""
+    points = {}
+    for name, threshold in thresholds.items():
+        with where(f"operating point {name}"):
+            points[name] = operating_point(positive, scores, threshold, confidence)
+    return points
 
 
 def choose_operating_points(

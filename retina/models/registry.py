@@ -15,29 +15,18 @@ from retina.models.heads import num_outputs
 
 ModelBuilder = Callable[[ModelConfig, int], keras.Model]
 _REGISTRY: dict[str, ModelBuilder] = {}
-# Models measured faster under mixed_bfloat16 than float32 on a CPU with bfloat16 matrix
-# instructions (``scripts/benchmark.py precision``): what ``train.precision=auto`` trusts.
-_BFLOAT16_FASTER_ON_CPU: set[str] = set()
 
 # model.weights values that are not file paths.
 WEIGHTS_NONE = "none"
 WEIGHTS_IMAGENET = "imagenet"
 
 
-def register_model(
-    name: str, *, bfloat16_faster_on_cpu: bool = False
-) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     def decorate(builder: ModelBuilder) -> ModelBuilder:
         _REGISTRY[name] = builder
-        if bfloat16_faster_on_cpu:
-            _BFLOAT16_FASTER_ON_CPU.add(name)
         return builder
 
     return decorate
-
-
-def bfloat16_faster_on_cpu(name: str) -> bool:
-    return name in _BFLOAT16_FASTER_ON_CPU
 
 
 def available_models() -> list[str]:

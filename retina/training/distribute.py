@@ -217,6 +217,17 @@ def wait_for_all_workers(placement: Placement) -> None:
         strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
 
 
+def same_on_every_worker(placement: Placement, choice: int, choices: int) -> bool:
+    """Whether every worker passed the same ``choice`` (an index below ``choices``): the
+    workers' one-hot votes summed, one choice holding them all."""
+    if placement.num_workers == 1:
+        return True
+    strategy = placement.strategy
+    votes = strategy.run(lambda: tf.one_hot(choice, choices))
+    counts = strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
+    return int(tf.reduce_max(counts)) == placement.num_replicas
+
+
 def split_for_replicas(placement: Placement, images: tf.Tensor, grades: tf.Tensor):
     """This worker's batch cut into one slice per local device (mirrored on several GPUs);
     unchanged when the worker has a single replica."""

@@ -26,6 +26,7 @@ from retina.logs import redirect_file_log
 from retina.metrics.rates import is_referable, referable_probability
 from retina.metrics.summary import clinical_metrics
 from retina.metrics.thresholds import choose_operating_points
+from retina.metrics.undefined import gathered, log_undefined
 from retina.run_dir import (
     METRICS_FILE,
     STEPS_FILE,
@@ -162,11 +163,13 @@ def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> dict:
     epoch = step // spe
     summary = run_steps(session, step + 1, (epoch + 1) * spe, steps_log, stop)
     grades, probabilities = session.validate()
-    metrics = clinical_metrics(grades, probabilities, cfg.operating_points.referable_threshold)
     positive, scores = is_referable(grades), referable_probability(probabilities)
-    points = asdict(cfg.operating_points)
+    with gathered() as undefined_metrics:
+        metrics = clinical_metrics(grades, probabilities, cfg.operating_points.referable_threshold)
+        points = choose_operating_points(positive, scores, **asdict(cfg.operating_points))
+    log_undefined(undefined_metrics, log, f"Validation after epoch {epoch + 1}")
     state.record_metrics(metrics)
-    state.record_operating_points(choose_operating_points(positive, scores, **points))
+    state.record_operating_points(points)
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     log_epoch(epoch, cfg.train.epochs, summary, metrics, path)

@@ -17,7 +17,6 @@ from retina.config import (
     require_choice,
 )
 from retina.errors import ConfigError
-from retina.training.precision import uses_loss_scaling
 from retina.training.schedules import ScheduledRate, check_schedule
 
 # Models name the layers of their classifier head with this prefix (see models/).
@@ -48,6 +47,11 @@ class RateSetup:
     total_steps: int
     scale: tf.Variable  # checkpointed; a rollback halves it
     global_step: tf.Variable | None = None  # the run's step counter (else each optimizer's own)
+
+
+def uses_loss_scaling(policy: str) -> bool:
+    # bfloat16 has float32's exponent range: its gradients do not underflow.
+    return policy == "mixed_float16"
 
 
 def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str = "optimizer"):

@@ -138,9 +138,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
     set_determinism(cfg.train)
     resuming = has_checkpoints(run_dir)
     # Restore order 1: the policy first; a resumed run keeps the one it started with.
-    policy = apply_precision(
-        cfg.train.precision, cfg.model.name, resumed_precision(run_dir) if resuming else ""
-    )
+    policy = apply_precision(cfg, resumed_precision(run_dir) if resuming else "", placement)
     cfg = replace(cfg, train=replace(cfg.train, resolved_precision=policy))
 
     # Data: the chief prepares it, the other workers read what it wrote.
