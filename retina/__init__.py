@@ -3,7 +3,7 @@
 import os
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries the real log; a
-# user who sets the level themselves gets what they asked for (see retina.logs). The marker
+# user who sets the level themselves gets what they asked for (see retina.console). The marker
 # tells child processes (sweep jobs, tests' subprocesses) that the level is ours, not theirs.
 _DEFAULTED_MARKER = "RETINA_DEFAULTED_TF_LOG_LEVEL"
 USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ and _DEFAULTED_MARKER not in os.environ

@@ -9,8 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
+from retina.console import exit_on_user_error, run_entry_point
 
 register_configs()
 
@@ -18,22 +18,22 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
-    from retina.ensemble import ensemble_members
-    from retina.ensemble_evaluation import evaluate_ensemble
+    from retina.config.folder_names import ensemble_output_dir
     from retina.errors import ConfigError
-    from retina.evaluation import Options, evaluate_with
-    from retina.folder_names import ensemble_output_dir
+    from retina.evaluation.ensembles import evaluate_ensemble
+    from retina.evaluation.held_out import Options, evaluate_with
+    from retina.uncertainty.ensemble import ensemble_members
 
     o = to_typed(cfg)  # refuses _target_-style keys by name
     options = Options(
-        o.split,
-        o.batch_size,
-        o.tta,
-        o.bootstrap_resamples,
-        o.seed,
-        o.uncertainty,
-        tuple(o.subgroups),
-        o.explain,
+        split=o.split,
+        batch_size=o.batch_size,
+        tta=o.tta,
+        n_resamples=o.bootstrap_resamples,
+        seed=o.seed,
+        uncertainty=o.uncertainty,
+        subgroups=tuple(o.subgroups),
+        explain=o.explain,
     )
     if o.uncertainty.method == "ensemble":
         ensemble = o.ensemble

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
+from retina.console import exit_on_user_error, run_entry_point
 
 register_configs()
 
@@ -16,7 +16,7 @@ register_configs()
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     options = to_typed(cfg)  # refuses _target_-style keys by name
-    from retina.explaining import explain_run
+    from retina.explanations.overlays import explain_run
 
     explain_run(options)
 

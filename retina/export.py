@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
+from retina.console import exit_on_user_error, run_entry_point
 
 register_configs()
 
@@ -14,10 +14,10 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    to_typed(cfg)  # refuses _target_-style keys by name
-    from retina.exporting import export_run
+    o = to_typed(cfg)  # refuses _target_-style keys by name
+    from retina.serving.artifacts import export_run
 
-    export_run(cfg.run_dir, cfg.format, cfg.checkpoint, cfg.output_dir or None)
+    export_run(o.run_dir, fmt=o.format, checkpoint=o.checkpoint, output_dir=o.output_dir or None)
 
 
 if __name__ == "__main__":

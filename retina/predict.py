@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
+from retina.console import exit_on_user_error, run_entry_point
 
 register_configs()
 
@@ -14,20 +14,20 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    options = to_typed(cfg)  # refuses _target_-style keys by name
-    from retina.prediction import predict_scans
+    o = to_typed(cfg)  # refuses _target_-style keys by name
+    from retina.serving.unlabeled import predict_scans
 
     predict_scans(
-        cfg.run_dir,
-        cfg.input,
-        cfg.checkpoint,
-        cfg.operating_point,
-        cfg.output_dir or None,
-        cfg.batch_size,
-        cfg.tta,
-        cfg.paths_in_outputs,
-        options.uncertainty,
-        options.explain,
+        o.run_dir,
+        o.input,
+        checkpoint=o.checkpoint,
+        operating_point=o.operating_point,
+        output_dir=o.output_dir or None,
+        batch_size=o.batch_size,
+        tta=o.tta,
+        paths_in_outputs=o.paths_in_outputs,
+        uncertainty=o.uncertainty,
+        explain=o.explain,
     )
 
 

@@ -13,16 +13,22 @@ Layout of ``<run_dir>/`` (written by ``python -m retina.train``)::
     .lock                held while a training process owns the folder
     latest/ best/        checkpoints (see retina.checkpoint); quarantine/: damaged ones
     tensorboard/         TensorBoard event files
-    eval/<ckpt>-<set>/   metrics.json, predictions.csv, plots, report.md
-    referral.json        the uncertainty threshold evaluate split=val chose (retina.referral)
-    predict/             predictions.csv, unreadable.csv
-    export/<ckpt>-<fmt>/ saved_model/ or model.keras, serving.json
+    eval/<ckpt>-<set>/   metrics.json, predictions.csv, plots, report.md, report.html,
+                         gallery/ (an ensemble's folder: members.json too)
+    referral.json        the referral policy evaluate split=val chose (retina.uncertainty.referral)
+    predict/             predictions.csv, unreadable.csv, overlays/
+    export/<ckpt>-<fmt>/ saved_model/ or model.keras, serving.json, model_card.md
+    explain/<ckpt>-<set>/  overlay PNGs, explanations.csv, sanity_checks.json
+
+and of a sweep folder (``python -m retina.train -m``): one job folder per job (with
+``.hydra/overrides.yaml``), summary.csv/.md/.png, summary_groups.csv, paired.md.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -49,10 +55,23 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 UNREADABLE_FILE = "unreadable.csv"
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
+GALLERY_DIR = "gallery"
+MEMBERS_FILE = "members.json"  # an ensemble evaluation's member runs
+MODEL_CARD_FILE = "model_card.md"
+EXPLAIN_DIR, OVERLAYS_DIR = "explain", "overlays"
+EXPLANATIONS_FILE, SANITY_FILE = "explanations.csv", "sanity_checks.json"
 SERVING_FILE = "serving.json"
 REFERRAL_FILE = "referral.json"  # the uncertainty threshold chosen on validation
 KERAS_MODEL_FILE, SAVED_MODEL_DIR = "model.keras", "saved_model"
 STEP_COLUMNS = ["step", "loss", "accuracy", "skipped"]
+# A sweep folder's summaries (retina.evaluation.summaries, aggregation, comparison).
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+GROUPS_FILE = "summary_groups.csv"
+COMPARISON_FILE = "paired.md"
+# What Hydra writes into each run and sweep job: a job's overrides name it.
+HYDRA_OVERRIDES = Path(".hydra", "overrides.yaml")
+HYDRA_SETTINGS = Path(".hydra", "hydra.yaml")
 
 # Keys that moved: a config.yaml written before the move is read with them in their new
 # place; None: the key is gone (what it set is decided elsewhere now) and is dropped.
@@ -199,3 +218,17 @@ def read_manifest(run_dir: str | Path) -> pd.DataFrame:
     """The run's ``manifest.csv``, ids as written (strings), grades as integers."""
     table = pd.read_csv(Path(run_dir) / MANIFEST_FILE, dtype=str, keep_default_na=False)
     return table.astype({"grade": int})
+
+
+def job_folders(sweep_dir: str | Path) -> list[Path]:
+    """The job folders of a sweep (those with ``.hydra/overrides.yaml``), sorted.
+
+    Walked with ``os.walk``, which skips a folder that vanishes while it looks (TensorFlow's
+    temporary checkpoint folders come and go while other jobs train), and not descending
+    into a job folder once found."""
+    found = []
+    for folder, subfolders, _ in os.walk(sweep_dir):
+        if (Path(folder) / HYDRA_OVERRIDES).is_file():
+            found.append(Path(folder))
+            subfolders.clear()
+    return sorted(found)

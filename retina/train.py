@@ -6,8 +6,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from retina.cli import exit_on_user_error, run_entry_point
 from retina.config import register_configs, to_typed
+from retina.console import exit_on_user_error, run_entry_point
 
 register_configs()
 

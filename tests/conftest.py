@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from retina.config import RunConfig, register_configs
-from retina.sweep import job_folders
+from retina.run_dir import job_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "retina" / "conf"
@@ -90,7 +90,7 @@ def lesion_run(tmp_path_factory) -> Path:
     """A run briefly trained on lesions drawn 4x larger than the default's, at 96 px with two
     conv blocks (a 12x12 last feature map), for the explanation sanity checks, the failure
     gallery and report.html; its test split evaluated. Do not modify it: copy it first."""
-    from retina.evaluation import evaluate_run
+    from retina.evaluation.held_out import evaluate_run
     from retina.training.loop import train
 
     tmp = tmp_path_factory.mktemp("lesions")

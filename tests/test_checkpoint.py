@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from conftest import ROOT, smoke_config
 from retina.checkpoint import RunLock, find_checkpoint, rank, read_sidecar
-from retina.checkpoint.listing import checkpoint_rows
 from retina.errors import CheckpointError, TrainingDiverged
+from retina.reports.integrity import checkpoint_rows
 from retina.run_dir import load_run_config
 from retina.training.loop import train
 from retina.training.session import open_session

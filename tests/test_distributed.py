@@ -26,6 +26,7 @@ from retina.errors import EXIT_PREEMPTED, ConfigError
 from retina.metrics.summary import clinical_metrics
 from retina.models import build_model
 from retina.run_dir import load_run_config
+from retina.training import precision
 from retina.training.distribute import (
     Placement,
     check_batch_size,
@@ -35,16 +36,18 @@ from retina.training.distribute import (
     task_position,
 )
 from retina.training.loop import train
+from retina.training.precision_cache import cache_file
 
 # The smoke model keeps its dropout (0.2): the masks, too, must match a single process.
-COMPARABLE = ["train.precision=float32", "train.deterministic=true", "train.evaluate_test=false"]
+COMPARABLE = ["train.deterministic=true", "train.evaluate_test=false"]
 FINGERPRINT = re.compile(r"Model weights sha256 ([0-9a-f]{64}) \(worker (\d)\)")
 WORKER_TIMEOUT = 240
 
 
-def _overrides(data: Path, run_dir: Path, extra: list[str]) -> list[str]:
+def _overrides(data: Path, run_dir: Path, extra: list[str], precision="float32") -> list[str]:
     return [
         "debug=smoke",
+        f"train.precision={precision}",
         f"data.root={data / 'synthetic'}",
         f"data.cache_dir={data / 'cache'}",
         "data.workers=1",
@@ -54,7 +57,9 @@ def _overrides(data: Path, run_dir: Path, extra: list[str]) -> list[str]:
     ]
 
 
-def start_workers(data: Path, run_dir: Path, extra=(), env_of=lambda index: {}) -> list:
+def start_workers(
+    data: Path, run_dir: Path, extra=(), env_of=lambda index: {}, precision="float32"
+) -> list:
     """Two ``python -m retina.train`` workers on 127.0.0.1, as two hosts would run them."""
     tmp = run_dir.parent / f"{run_dir.name}-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,7 @@ def start_workers(data: Path, run_dir: Path, extra=(), env_of=lambda index: {}) 
             "PYTHONUNBUFFERED": "1",
             **env_of(index),
         }
-        args = _overrides(data, run_dir, ["trainer.strategy=multi_worker", *extra])
+        args = _overrides(data, run_dir, ["trainer.strategy=multi_worker", *extra], precision)
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "retina.train", *args],
@@ -112,7 +117,7 @@ def two_workers(shared_data, tmp_path_factory):
     """A finished 2-worker run and a single-process run of the same config."""
     tmp = tmp_path_factory.mktemp("distributed")
     single = tmp / "single"
-    train(smoke_config(shared_data, COMPARABLE), single)
+    train(smoke_config(shared_data, COMPARABLE), single)  # float32, as the workers
     run_dir = tmp / "two"
     results = finish(start_workers(shared_data, run_dir))
     for code, output in results:
@@ -194,7 +199,8 @@ if placement.is_chief:
 def test_sharded_scoring_equals_single_process_scoring(two_workers, tmp_path):
     """One checkpoint scored by two workers, each its share, and by one process."""
     from retina.data.prepare import prepare_run_data
-    from retina.inference import load_run_model, predict_probabilities
+    from retina.inference.outputs import predict_probabilities
+    from retina.inference.restore import load_run_model
 
     run_dir = two_workers["run_dir"]
     cfg, model, _ = load_run_model(run_dir, "latest")
@@ -454,3 +460,35 @@ def test_workers_split_every_global_batch_and_positions_move_between_worker_coun
         size = 8 // workers
         for got, batch in zip(following, expected[4:], strict=True):
             np.testing.assert_array_equal(got, batch[index * size : (index + 1) * size])
+
+
+@pytest.mark.slow  # 20 s: two workers
+def test_workers_whose_auto_precision_differs_all_train_in_float32(shared_data, tmp_path):
+    """Worker 0 on an AVX2 CPU (float32 by rule), worker 1 on an AMX CPU whose measurement
+    found mixed_bfloat16 faster: they notice, and both train in float32."""
+    cache = tmp_path / "precision-cache"
+    cpuinfo = {}
+    for index, flags in enumerate(["avx2 fma", "avx2 amx_tile amx_bf16"]):
+        cpuinfo[index] = tmp_path / f"cpuinfo-{index}"
+        cpuinfo[index].write_text(f"model name\t: Test CPU\nflags\t\t: {flags}\n")
+    worker_cfg = smoke_config(
+        shared_data, [*COMPARABLE, "train.precision=auto", f"train.precision_cache={cache}"]
+    )
+    key = precision.probe_key(worker_cfg, precision.read_cpu(cpuinfo[1]))
+    stored = cache_file(cache, key)
+    stored.parent.mkdir(parents=True)
+    rates = {"float32": 100.0, "mixed_bfloat16": 200.0}
+    stored.write_text(json.dumps({"schema": 1, "key": key, "images_per_s": rates}))
+
+    run_dir = tmp_path / "run"
+    processes = start_workers(
+        shared_data,
+        run_dir,
+        [f"train.precision_cache={cache}", "train.epochs=1"],
+        env_of=lambda index: {precision.CPU_INFO_VARIABLE: str(cpuinfo[index])},
+        precision="auto",
+    )
+    for code, output in finish(processes):
+        assert code == 0, output[-3000:]
+        assert "Precision: float32 (train.precision=auto: this worker chose" in output
+    assert load_run_config(run_dir).train.resolved_precision == "float32"

@@ -12,12 +12,13 @@ import tensorflow as tf
 from conftest import compose_config
 from retina.config import ExplainConfig, ModelConfig, to_typed
 from retina.errors import ConfigError
-from retina.explaining import SANITY_FILE, explain_run
+from retina.explanations.overlays import explain_run
+from retina.explanations.saliency import feature_map_model, grad_cam, occlusion
+from retina.explanations.sanity_checks import lesion_mass_ratio, rank_correlation
 from retina.files import read_json
 from retina.models import build_model
 from retina.models.heads import pool_feature_map, pooling_of
-from retina.saliency import feature_map_model, grad_cam, occlusion
-from retina.saliency_checks import lesion_mass_ratio, rank_correlation
+from retina.run_dir import SANITY_FILE
 
 FAMILIES = ["small_cnn", "resnet50", "efficientnet_b0", "inception_v3"]
 LARGER_EFFICIENTNETS = ["efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4"]
@@ -102,7 +103,7 @@ def test_the_checks_score_hand_made_maps():
 
 
 def test_grad_cam_finds_the_lesions_and_fails_model_randomisation(lesion_run):
-    """The issue's sanity checks, on the held-out referable scans of a briefly trained
+    """The sanity checks, on the held-out referable scans of a briefly trained
     model: lesion-mass ratio >= 2 and rank correlation with a randomised model <= 0.5."""
     out = explain_run(ExplainConfig(run_dir=str(lesion_run), sanity_checks=True))
     checks = read_json(out / SANITY_FILE)

@@ -104,7 +104,7 @@ def test_training_on_a_folder_of_unreadable_scans_says_none_could_be_read(tmp_pa
 
 
 def test_predicting_on_a_folder_of_unreadable_scans_says_none_could_be_read(run_copy, tmp_path):
-    from retina.prediction import predict_scans
+    from retina.serving.unlabeled import predict_scans
 
     folder = _unreadable_folder(tmp_path / "unreadable")
     with pytest.raises(DataError, match="no readable scan among 3 file"):

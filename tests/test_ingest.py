@@ -84,7 +84,7 @@ def test_a_damaged_cache_entry_is_rebuilt(scans, tmp_path, damage):
 
 
 def test_a_resumed_run_and_its_evaluation_read_no_unchanged_source(scans, tmp_path):
-    from retina.evaluation import evaluate_run
+    from retina.evaluation.held_out import evaluate_run
     from retina.training.loop import train
 
     def config(epochs):

@@ -660,3 +660,21 @@ def test_an_evaluation_gathers_its_undefined_metrics_into_one_line_without_warni
         "where": found[0].where,
         "reason": found[0].reason,
     }
+
+
+@pytest.mark.parametrize(
+    "statistic, arguments",
+    [
+        # One class in every resample: the AUC is undefined in all of them.
+        ("AUC", ([0, 0, 0], [0.2, 0.4, 0.6], [0.3, 0.1, 0.5])),
+        # A single grade in truth and both predictions: kappa is 0/0 in every resample.
+        ("kappa", ([2, 2, 2], [2, 2, 2], [2, 2, 2])),
+    ],
+)
+def test_a_paired_difference_undefined_in_every_resample_is_nan_with_a_reason(statistic, arguments):
+    from retina.metrics.bootstrap import paired_auc_difference, paired_kappa_difference
+
+    paired = paired_auc_difference if statistic == "AUC" else paired_kappa_difference
+    with pytest.warns(RuntimeWarning, match=f"paired {statistic} difference interval"):
+        _, low, high = paired(*arguments, clusters=[0, 1, 2], n_resamples=50)
+    assert math.isnan(low) and math.isnan(high)

@@ -3,8 +3,7 @@ import pytest
 from skimage.draw import disk
 
 from retina.config import PreprocessConfig
-from retina.errors import DataError
-from retina.preprocess import (
+from retina.data.fundus import (
     ben_graham,
     crop_to_circle,
     fit_circle,
@@ -12,6 +11,7 @@ from retina.preprocess import (
     gradability_flags,
     preprocess_fundus,
 )
+from retina.errors import DataError
 
 
 def _fundus_like(height, width, centre, radius):

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import smoke_config
 from retina.data.privacy import LOOKUP_FILE
 from retina.data.synthetic import render_fundus
-from retina.prediction import predict_scans
+from retina.serving.unlabeled import predict_scans
 from retina.training.loop import train
 
 PATIENTS = [f"{family}_{given}_{1000 + i}" for i, (family, given) in enumerate(

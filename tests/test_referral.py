@@ -58,7 +58,7 @@ def test_platt_scaling_recovers_a_known_miscalibration():
 def test_referable_uncertainty_is_measured_on_recalibrated_samples():
     """Each sample's referable probability is recalibrated, then the entropies are taken;
     the TF measure the SavedModel computes is the same."""
-    from retina.sampling import tf_referable_uncertainty
+    from retina.uncertainty.sampling import tf_referable_uncertainty
 
     rng = np.random.default_rng(1)
     samples = rng.dirichlet(np.ones(5), size=(6, 40))
@@ -165,7 +165,7 @@ def test_mc_dropout_samples_differ_with_dropout_and_agree_without():
 
     from retina.config import ModelConfig
     from retina.models import build_model
-    from retina.sampling import mc_dropout_probabilities
+    from retina.uncertainty.sampling import mc_dropout_probabilities
 
     images = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 3)).astype(np.uint8)
     with_dropout = build_model(ModelConfig(widths=[8, 16], dropout=0.5), 48)
@@ -203,8 +203,8 @@ def second_run(shared_data, tmp_path_factory):
 def test_an_ensemble_of_one_run_is_that_run_and_of_two_averages_them(
     smoke_run, second_run, tmp_path
 ):
-    from retina.ensemble_evaluation import evaluate_ensemble
-    from retina.evaluation import Options, evaluate_run
+    from retina.evaluation.ensembles import evaluate_ensemble
+    from retina.evaluation.held_out import Options, evaluate_run
 
     def probabilities(folder):
         return pd.read_csv(folder / "predictions.csv").filter(like="prob_grade_").to_numpy()
@@ -232,8 +232,8 @@ def test_an_ensemble_of_one_run_is_that_run_and_of_two_averages_them(
 def test_members_that_preprocess_differently_are_refused(smoke_run, tmp_path):
     import yaml
 
-    from retina.ensemble import load_members
     from retina.errors import ConfigError
+    from retina.uncertainty.ensemble import load_members
 
     changed = _copy(smoke_run, tmp_path / "changed")
     config = yaml.safe_load((changed / "config.yaml").read_text())
@@ -244,7 +244,7 @@ def test_members_that_preprocess_differently_are_refused(smoke_run, tmp_path):
 
 
 def test_rebalancing_resamples_the_shifted_set_to_the_in_domain_grade_mix():
-    from retina.shift import rebalanced
+    from retina.evaluation.shift import rebalanced
 
     shifted = pd.DataFrame({"grade": np.repeat([0, 1, 2, 3, 4], [10, 10, 60, 10, 10])})
     shifted["scan_id"] = [f"s{i}" for i in range(len(shifted))]
@@ -259,8 +259,8 @@ def test_a_policy_chosen_for_another_checkpoint_is_not_applied_or_exported(tmp_p
     """Its threshold and calibration were fitted on that checkpoint's predictions."""
     from retina.config import UncertaintyConfig
     from retina.errors import ConfigError
-    from retina.exporting import export_policy
-    from retina.referral import read_policy
+    from retina.serving.artifacts import export_policy
+    from retina.uncertainty.referral import read_policy
 
     policy = {
         "method": "mc_dropout",

@@ -4,6 +4,7 @@ rewrites, and files even when every metric is undefined."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,10 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from retina.report import format_interval, format_number, write_plots, write_report
+from conftest import ROOT
+from retina.reports.figures import write_plots
+from retina.reports.report_md import write_report
+from retina.reports.tables import format_interval, format_number
 
 PLOT_NAMES = {"roc", "confusion_matrix", "calibration", "score_distributions"}
 NAN = float("nan")
@@ -229,3 +233,11 @@ def test_undefined_metrics_still_write_every_file(n_scans, tmp_path):
     assert "| True / Predicted | Not referable | Referable |" in text
     assert "| Grade | n | Precision | Recall |" not in text
     assert "nan" not in text.lower()
+
+
+def test_the_code_version_names_the_commit_in_a_git_checkout():
+    from retina.reports.provenance import _code_version
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an installed copy reports the version alone)")
+    assert re.fullmatch(r"retina 0\.1\.0 \(git [0-9a-f]{12}\)", _code_version("0.1.0"))

@@ -14,8 +14,8 @@ from PIL import Image
 
 from conftest import ROOT, run_module
 from retina.errors import ConfigError
-from retina.evaluation import evaluate_run
-from retina.exporting import export_run
+from retina.evaluation.held_out import evaluate_run
+from retina.serving.artifacts import export_run
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_predict_on_a_mixed_folder_lists_readable_and_unreadable(run, mixed_fold
 
 
 def test_predict_explain_writes_an_overlay_per_scan_named_by_its_id(run, mixed_folder, tmp_path):
-    from retina.prediction import predict_scans
+    from retina.serving.unlabeled import predict_scans
 
     path = predict_scans(run, mixed_folder, output_dir=tmp_path, explain=True)
     predictions = pd.read_csv(path)
@@ -84,7 +84,7 @@ def test_predict_explain_writes_an_overlay_per_scan_named_by_its_id(run, mixed_f
 
 
 def test_predict_refuses_an_unknown_operating_point(run, mixed_folder):
-    from retina.prediction import predict_scans
+    from retina.serving.unlabeled import predict_scans
 
     with pytest.raises(ConfigError, match="operating_point"):
         predict_scans(run, mixed_folder, operating_point="sometimes")
@@ -154,7 +154,8 @@ def test_test_time_augmentation_averages_the_four_flips(run):
     import tensorflow as tf
 
     from retina.data.prepare import prepare_run_data
-    from retina.inference import load_run_model, predict_probabilities
+    from retina.inference.outputs import predict_probabilities
+    from retina.inference.restore import load_run_model
 
     cfg, model, _ = load_run_model(run, "latest")
     paths = prepare_run_data(cfg, run, splits=("test",))["cache_path"].tolist()
@@ -168,7 +169,7 @@ def test_test_time_augmentation_averages_the_four_flips(run):
 
 def test_predict_and_the_saved_model_agree_on_uncertainty_and_referral(run, mixed_folder, tmp_path):
     from retina.config import UncertaintyConfig
-    from retina.prediction import predict_scans
+    from retina.serving.unlabeled import predict_scans
 
     sampled = UncertaintyConfig(method="mc_dropout", samples=8, referral_fraction=0.5)
     evaluate_run(run, "best", split="val", n_resamples=20, uncertainty=sampled)

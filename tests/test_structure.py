@@ -1,9 +1,12 @@
-"""The code's shape is checked, not hoped for: no import cycle, inference that never loads
-the training code, and modules and a training loop of a readable size."""
+"""The code's shape is checked, not hoped for: the layers of docs/architecture.md from the
+imports (no circle, no import against the direction, no package importing an entry point,
+scripts and the Hydra plugin included), few loose modules and no twin names, inference that
+never loads the training code, and modules and a training loop of a readable size."""
 
 import ast
 import graphlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +20,36 @@ from conftest import ROOT
 PACKAGE = ROOT / "retina"
 MAX_MODULE_LINES = 400
 MAX_TRAIN_LINES = 150
+MAX_LOOSE_MODULES = 12
+
+# The layers of docs/architecture.md, as units: a package of retina/ or a loose module.
+ENTRY_POINTS = {"train", "evaluate", "predict", "export", "explain", "checkpoints", "sweep"}
+# The foundations and what each may import (besides the libraries).
+FOUNDATIONS = {
+    "errors": set(),
+    "files": set(),
+    "icdr": set(),
+    "retina": set(),  # the package's own __init__
+    "config": {"errors"},
+    "console": {"errors", "retina"},
+    "run_dir": {"config", "errors", "files"},
+}
+LOWER = {"inference", "data", "models", "checkpoint", "metrics"}
+# Each package and the packages it may import, besides the foundations: jobs, then the layers
+# below them. Nothing here may import an entry point.
+ALLOWED = {
+    "training": {"evaluation"} | LOWER,
+    "evaluation": {"uncertainty", "explanations", "reports"} | LOWER,
+    "serving": {"uncertainty", "explanations", "reports"} | LOWER,
+    "reports": {"uncertainty", "data", "checkpoint", "metrics"},
+    "uncertainty": LOWER,
+    "explanations": LOWER,
+    "inference": LOWER - {"inference"},
+    "checkpoint": {"models"},
+    "data": set(),
+    "models": set(),
+    "metrics": set(),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -24,7 +57,21 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+MODULES = {
+    _module_name(path): path
+    for folder in ("retina", "hydra_plugins", "scripts")
+    for path in sorted((ROOT / folder).rglob("*.py"))
+}
+# scripts/ puts itself on sys.path: its modules import each other by their short names.
+SCRIPT_NAMES = {
+    name.removeprefix("scripts."): name for name in MODULES if name.startswith("scripts.")
+}
+
+
+def _resolve(name: str) -> str | None:
+    if name in MODULES:
+        return name
+    return SCRIPT_NAMES.get(name)
 
 
 def _imported(node: ast.AST, importer: str) -> list[str]:
@@ -39,8 +86,7 @@ def _imported(node: ast.AST, importer: str) -> list[str]:
         anchor = importer.rsplit(".", node.level)[0]
         base = f"{anchor}.{base}" if base else anchor
     return [
-        f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-        for alias in node.names
+        f"{base}.{alias.name}" if _resolve(f"{base}.{alias.name}") else base for alias in node.names
     ]
 
 
@@ -51,28 +97,131 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in MODULES.items():
         is_package = path.name == "__init__.py"
         targets = {
-            target
+            resolved
             for node in ast.walk(ast.parse(path.read_text()))
             for target in _imported(node, name)
-            if target in MODULES and target != name
+            if (resolved := _resolve(target)) and resolved != name
         }
         graph[name] = {t for t in targets if not (is_package and t.startswith(f"{name}."))}
     return graph
 
 
-def test_the_import_graph_has_no_cycle():
-    graph = import_graph()
-    assert sum(len(targets) for targets in graph.values()) > 100, "the parser found the imports"
+def unit(module: str) -> str:
+    """The layer unit of a module: ``retina.evaluation.held_out`` -> ``evaluation``;
+    ``retina.run_dir`` -> ``run_dir``; scripts and the Hydra plugin are units of their own."""
+    parts = module.split(".")
+    if parts[0] != "retina":
+        return parts[0]
+    return parts[1] if len(parts) > 1 else "retina"
+
+
+def unit_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    units: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        units.setdefault(unit(module), set()).update(
+            unit(t) for t in targets if unit(t) != unit(module)
+        )
+    return units
+
+
+def direction_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import against the stated direction, as 'importer -> imported'."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        source = unit(module)
+        for target in sorted(targets):
+            goal = unit(target)
+            if goal == source:
+                continue
+            if goal in ENTRY_POINTS and target == f"retina.{goal}":
+                found.append(f"{module} -> {target} (an entry point)")
+            elif goal == "scripts" and source != "scripts":
+                found.append(f"{module} -> {target} (only scripts import scripts)")
+            elif goal == "hydra_plugins" and source not in ENTRY_POINTS | {"hydra_plugins"}:
+                found.append(f"{module} -> {target} (only entry points import the plugin)")
+            elif source in FOUNDATIONS and goal not in FOUNDATIONS[source]:
+                found.append(
+                    f"{module} -> {target} (a foundation imports only {FOUNDATIONS[source]})"
+                )
+            elif source in ALLOWED and goal not in ALLOWED[source] | set(FOUNDATIONS):
+                found.append(
+                    f"{module} -> {target} ({source} may import {sorted(ALLOWED[source])})"
+                )
+    return found
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
     try:
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as error:
-        pytest.fail(f"import cycle: {' -> '.join(error.args[1])}")
+        return error.args[1]
+    return []
 
 
-def test_a_cycle_would_be_found():
-    """The check above can fail: the same sorter on a graph with a known cycle."""
-    with pytest.raises(graphlib.CycleError):
-        list(graphlib.TopologicalSorter({"a": {"b"}, "b": {"c"}, "c": {"a"}}).static_order())
+def test_the_import_graph_has_no_cycle_scripts_and_plugin_included():
+    graph = import_graph()
+    assert sum(len(targets) for targets in graph.values()) > 150, "the parser found the imports"
+    assert any(unit(m) == "scripts" and targets for m, targets in graph.items())
+    assert cycle(graph) == [], f"import cycle: {' -> '.join(cycle(graph))}"
+    packages = unit_graph(graph)
+    assert cycle(packages) == [], f"package cycle: {' -> '.join(cycle(packages))}"
+
+
+def test_every_import_follows_the_layers_of_the_architecture():
+    assert direction_violations(import_graph()) == []
+
+
+def test_the_checks_would_find_a_cycle_and_an_import_against_the_direction():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}})
+    wrong = {
+        "retina.metrics.rates": {"retina.evaluation.held_out"},  # metrics imports a job
+        "retina.data.cache": {"retina.training.loop"},  # data imports training
+        "retina.reports.figures": {"retina.evaluate"},  # a package imports an entry point
+        "retina.run_dir": {"retina.data.cache"},  # a foundation imports a layer above
+        "retina.uncertainty.sampling": {"retina.serving.unlabeled"},  # job -> later job
+        "retina.files": {"scripts.benchmark"},
+    }
+    assert len(direction_violations(wrong)) == len(wrong)
+
+
+def test_few_modules_are_loose_in_the_package_and_none_are_twins():
+    """At most 12 modules beside the packages, and no module whose name is an entry
+    point's with another ending (evaluate/evaluation, predict/prediction, sweep/sweeps)."""
+    loose = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert len(loose) <= MAX_LOOSE_MODULES, loose
+    assert ENTRY_POINTS <= set(loose)
+    modules = [p.stem for p in PACKAGE.rglob("*.py") if p.stem != "__init__"]
+    twins = sorted(
+        (entry, name) for entry in ENTRY_POINTS for name in modules if is_twin(entry, name)
+    )
+    assert twins == []
+
+
+def is_twin(entry: str, name: str) -> bool:
+    """``name`` is ``entry`` with another ending: they share all of the shorter name but
+    for its last letter (evaluate/evaluation, export/exporting, sweep/sweeps)."""
+    if name == entry:
+        return False
+    shorter = min(len(entry), len(name))
+    return len(os.path.commonprefix([entry, name])) >= max(shorter - 1, 4)
+
+
+@pytest.mark.parametrize(
+    "entry, name, twin",
+    [
+        ("evaluate", "evaluation", True),
+        ("predict", "prediction", True),
+        ("export", "exporting", True),
+        ("explain", "explaining", True),
+        ("sweep", "sweeps", True),
+        ("checkpoints", "checkpoint_table", True),
+        ("evaluate", "held_out", False),
+        ("explain", "overlays", False),
+        ("train", "loop", False),
+    ],
+)
+def test_twin_names_are_told_apart(entry, name, twin):
+    assert is_twin(entry, name) == twin
 
 
 def test_inference_and_the_lower_layers_never_import_training_or_sweeps():
@@ -80,11 +229,12 @@ def test_inference_and_the_lower_layers_never_import_training_or_sweeps():
     lower = [
         name
         for name in graph
-        if name.startswith(("retina.inference", "retina.checkpoint", "retina.metrics"))
-        or name in ("retina.evaluation", "retina.prediction", "retina.exporting", "retina.cli")
+        if unit(name) in LOWER | {"serving", "evaluation", "reports", "uncertainty"}
+        or name == "retina.console"
     ]
+    assert len(lower) > 40
     for name in lower:
-        bad = {t for t in graph[name] if t.startswith(("retina.training", "retina.sweep"))}
+        bad = {t for t in graph[name] if unit(t) in ("training", "sweep")}
         assert not bad, f"{name} imports {bad}"
 
 
@@ -109,9 +259,9 @@ def test_train_reads_top_to_bottom_in_at_most_150_lines():
 EVALUATE_PREDICT_EXPORT = """
 import json, sys
 import retina.evaluate, retina.export, retina.predict  # the Hydra entry points themselves
-from retina.evaluation import evaluate_run
-from retina.exporting import export_run
-from retina.prediction import predict_scans
+from retina.evaluation.held_out import evaluate_run
+from retina.serving.artifacts import export_run
+from retina.serving.unlabeled import predict_scans
 run, scans, out = sys.argv[1:4]
 evaluate_run(run, n_resamples=20)
 predict_scans(run, scans, output_dir=out + "/predict")

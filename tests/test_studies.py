@@ -18,10 +18,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 from conftest import run_module, steps_written, sweep_args
-from retina.aggregation import GROUPS_FILE
 from retina.checkpoint.files import FAULT_ENV
-from retina.run_dir import MANIFEST_FILE, TENSORBOARD_DIR
-from retina.sweep import job_folders
+from retina.run_dir import GROUPS_FILE, MANIFEST_FILE, TENSORBOARD_DIR, job_folders
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +105,11 @@ def test_a_fold_ensemble_chooses_its_referral_policy_on_out_of_fold_scores(cv_sw
     seeds), the policy is chosen on those scores and applies to the whole ensemble."""
     from retina.config import UncertaintyConfig
     from retina.data.prepare import prepare_run_data
-    from retina.ensemble import ensemble_members
-    from retina.ensemble_evaluation import evaluate_ensemble
-    from retina.evaluation import Options
-    from retina.inference import load_run_model, predict_probabilities
+    from retina.evaluation.ensembles import evaluate_ensemble
+    from retina.evaluation.held_out import Options
+    from retina.inference.outputs import predict_probabilities
+    from retina.inference.restore import load_run_model
+    from retina.uncertainty.ensemble import ensemble_members
 
     members = ensemble_members([], str(cv_sweep))
     ensemble = UncertaintyConfig(method="ensemble", referral_fraction=0.2)

@@ -17,7 +17,7 @@ from conftest import (
 )
 from retina.checkpoint.files import FAULT_ENV
 from retina.data.prepare import prepare_run_data
-from retina.sweep import job_folders
+from retina.run_dir import job_folders
 from retina.sweep import main as sweep_main
 
 GRID = ["model.dropout=0.1,0.2", "optimizer.learning_rate=0.001,0.003"]

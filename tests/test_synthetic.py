@@ -13,6 +13,7 @@ from scipy import ndimage, stats
 
 from conftest import compose_config
 from retina.config import PreprocessConfig, SyntheticConfig
+from retina.data.fundus import mask_in_preprocessed_frame, preprocess_fundus
 from retina.data.sources import build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset, render_fundus
 from retina.data.synthetic.dataset import _plan_scans
@@ -20,7 +21,6 @@ from retina.data.synthetic.graders import GRADERS, mean_pairwise_kappa
 from retina.data.synthetic.lesions import LESION_TYPES, LesionCanvas
 from retina.data.synthetic.population import SITE_BY_NAME
 from retina.data.synthetic.quality import Quality
-from retina.preprocess import mask_in_preprocessed_frame, preprocess_fundus
 
 SPEC = SyntheticConfig(n_patients=10, image_height=96, seed=3)
 COLUMNS = [

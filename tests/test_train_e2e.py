@@ -190,8 +190,8 @@ def test_evaluating_the_same_checkpoint_twice_gives_identical_metrics(evaluated)
 def test_no_file_or_log_holds_patient_identifiers(resumed_run, evaluated):
     """Nor a report, model card or overlay a source path (or the data's folder)."""
     from retina.config import ExplainConfig
-    from retina.explaining import explain_run
-    from retina.exporting import export_run
+    from retina.explanations.overlays import explain_run
+    from retina.serving.artifacts import export_run
 
     run_dir = resumed_run["run_dir"]
     card = export_run(run_dir, checkpoint="best") / "model_card.md"

@@ -303,7 +303,7 @@ def test_rotation_fills_with_the_preprocessing_surround(tmp_path, shared_data):
     """Ben Graham's preprocessing paints the surround grey 128: rotated corners too."""
     from retina.config import AugmentConfig, PreprocessConfig
     from retina.data.augment import augment_image
-    from retina.preprocess import surround_value
+    from retina.data.fundus import surround_value
 
     assert surround_value(PreprocessConfig(ben_graham=True)) == 128
     assert surround_value(PreprocessConfig()) == 0
@@ -408,7 +408,7 @@ def test_every_option_together_trains_and_tensorboard_continues_across_resume(
 
 
 def test_resume_and_evaluation_do_not_need_the_initial_weights_file(tmp_path, shared_data):
-    from retina.evaluation import evaluate_run
+    from retina.evaluation.held_out import evaluate_run
 
     initial = tmp_path / "initial.weights.h5"
     cfg = smoke_config(shared_data, [f"model.weights={initial}", "train.epochs=1", NO_EVAL])

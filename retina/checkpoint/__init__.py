@@ -13,7 +13,6 @@ best-checkpoint ledger. Resuming from it continues the same run, bit for bit.
     snapshot   point-in-time copies for the background writer
     read       verified reads, weights only, operating points, finding a checkpoint by name
     lock       one training process per run directory
-    listing    ``python -m retina.checkpoints <run_dir>``
 
 Folders of a run directory::
 

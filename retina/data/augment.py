@@ -232,7 +232,7 @@ def augment_image(
         seed: shape-[2] integer seed, ``(run seed, element index)`` in training.
         cfg: The ``augment`` config group.
         background: the value of the pixels outside the field of view, which rotation
-            fills in (``retina.preprocess.surround_value``). The resized crop stays inside
+            fills in (``retina.data.fundus.surround_value``). The resized crop stays inside
             the image and needs no fill.
 
     Returns:

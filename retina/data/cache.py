@@ -19,12 +19,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from retina.config import CacheFormat, DataConfig, PreprocessConfig
+from retina.data.fundus import gradability_flags, preprocess_fundus
 from retina.data.images import read_image_rgb
 from retina.data.ingest import KEY_COLUMNS, IngestIndex, stat_key
+from retina.data.parallel import run_parallel
 from retina.errors import DataError
 from retina.files import file_sha256, text_sha256, write_atomically
-from retina.parallel import run_parallel
-from retina.preprocess import gradability_flags, preprocess_fundus
 
 GRADABILITY_KEY = "retina-gradability"
 JPEG_QUALITY = 95

@@ -7,10 +7,14 @@ pure functions, one concern per module).
     calibration   reliability points and expected calibration error
     thresholds    thresholds for a target sensitivity/specificity, operating points
     summary       the per-epoch and the evaluation tables; per grade; per patient
+    uncertainty   entropies and mutual information of sampled predictions
+    retention     referral (retention) curves with patient-bootstrap intervals
+    subgroups     the referable decision per site, eye, sex, age band, image quality
+    undefined     nan with a reason: a warning, or one line per evaluation (``gathered``)
 
 Referable DR is ICDR grade >= 2 unless told otherwise. Where a metric is undefined (one
-class only, or no data), it returns ``nan`` with a RuntimeWarning, never raises; the entry
-points route those warnings into the log.
+class only, or no data), it returns ``nan`` with a reason, never raises. It imports only
+the foundations (``icdr``, ``errors``) and the libraries.
 """
 
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE

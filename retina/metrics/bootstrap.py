@@ -142,12 +142,8 @@ def paired_auc_difference(
     differences = bootstrap_aucs(positive, scores_a, clusters, n_resamples, seed) - bootstrap_aucs(
         positive, scores_b, clusters, n_resamples, seed
     )
-    differences = differences[~np.isnan(differences)]
     point = roc_auc(positive, scores_a) - roc_auc(positive, scores_b)
-    if len(differences) == 0:
-        undefined("paired AUC difference interval", "every resample held a single class")
-        return float(point), float("nan"), float("nan")
-    return (float(point), *percentile_interval(differences, confidence))
+    return paired_difference(point, differences, confidence, "AUC")
 
 
 def paired_kappa_difference(
@@ -172,10 +168,21 @@ def paired_kappa_difference(
     differences = weighted_kappas(grades, predicted_a, weights) - weighted_kappas(
         grades, predicted_b, weights
     )
-    differences = differences[~np.isnan(differences)]
     point = quadratic_weighted_kappa(grades, predicted_a) - quadratic_weighted_kappa(
         grades, predicted_b
     )
+    return paired_difference(point, differences, confidence, "kappa")
+
+
+def paired_difference(
+    point: float, differences: np.ndarray, confidence: float, statistic: str
+) -> tuple[float, float, float]:
+    """(point, low, high): the percentile interval of the resampled differences where the
+    statistic is defined for both; a nan interval, with the reason, where it is in none."""
+    differences = differences[~np.isnan(differences)]
+    if len(differences) == 0:
+        undefined(f"paired {statistic} difference interval", "undefined in every resample")
+        return float(point), float("nan"), float("nan")
     return (float(point), *percentile_interval(differences, confidence))
 
 

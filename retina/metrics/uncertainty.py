@@ -10,7 +10,7 @@ With S samples of class probabilities p_s (natural logarithms, nats):
 
 The referable decision is the Bernoulli (1 - r, r) of r = P(grade >= 2). Given a Platt
 fit (``retina.metrics.calibration.fit_platt``), each sample's r is recalibrated first, so
-the entropies are those of calibrated probabilities (see ``retina.referral``).
+the entropies are those of calibrated probabilities (see ``retina.uncertainty.referral``).
 """
 
 from __future__ import annotations

@@ -96,8 +96,8 @@ def cluster_resolver(cfg: TrainerConfig):
     if "SLURM_PROCID" not in os.environ:
         raise ConfigError(
             "trainer.strategy=multi_worker needs a cluster: set TF_CONFIG on every worker, "
-            "or run under Slurm (srun, or hydra/launcher=slurm_multi_worker). See the README, "
-            "'Several machines'."
+            "or run under Slurm (srun, or hydra/launcher=slurm_multi_worker). See "
+            "docs/distributed.md."
         )
     return tf.distribute.cluster_resolver.SlurmClusterResolver(
         port_base=cfg.slurm_port,

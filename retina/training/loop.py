@@ -19,10 +19,10 @@ from retina.checkpoint.lock import RunLock
 from retina.checkpoint.read import find_checkpoint
 from retina.checkpoint.state import weights_fingerprint
 from retina.config import OnNonfinite, RunConfig
+from retina.config.folder_names import check_run_dir
+from retina.console import redirect_file_log
 from retina.errors import Preempted, TrainingDiverged, WorkerLost
-from retina.evaluation import evaluate_run
-from retina.folder_names import check_run_dir
-from retina.logs import redirect_file_log
+from retina.evaluation.held_out import evaluate_run
 from retina.metrics.rates import is_referable, referable_probability
 from retina.metrics.summary import clinical_metrics
 from retina.metrics.thresholds import choose_operating_points

@@ -25,15 +25,15 @@ from retina.checkpoint.read import resolve_checkpoint, restore_weights
 from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
 from retina.config import RunConfig
+from retina.data.fundus import surround_value
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS, training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
-from retina.inference import make_predict_step
+from retina.inference.outputs import make_predict_step
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
-from retina.preprocess import surround_value
 from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import api as hparams_api
 
 from retina.checkpoint.state import VALIDATION_METRICS
-from retina.run_dir import TENSORBOARD_DIR
+from retina.run_dir import HYDRA_OVERRIDES, TENSORBOARD_DIR
 from retina.training.cadence import is_due
 from retina.training.schedules import ScheduledRate
 
@@ -40,7 +40,7 @@ def hyperparameters(cfg, run_dir: Path) -> dict:
     """The values of ``HPARAM_KEYS`` and of the keys in the job's Hydra overrides (a
     ``group=option`` override as its option; paths left out), as HParams types."""
     config = OmegaConf.structured(cfg)
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides_file = run_dir / HYDRA_OVERRIDES
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     pairs = (o.lstrip("+~").split("=", 1) for o in overrides or [] if "=" in o)
     chosen = {key: value for key, value in pairs if "/" not in value}

@@ -1,6 +1,6 @@
 """Validation predictions, sharded across the replicas of a strategy.
 
-With one replica the split is scored in order, as ``retina.inference`` does. Under
+With one replica the split is scored in order, as ``retina.inference.outputs`` does. Under
 ``mirrored`` or ``multi_worker`` every replica scores its own share of the scans (tf.data
 shards the elements across workers, then each global batch across local replicas), and
 the predictions are gathered once, so each scan is scored once in all, not once per
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from retina.data.pipeline import AUTOTUNE, decode_cached, make_eval_dataset
-from retina.inference import predict_dataset
+from retina.inference.outputs import predict_dataset
 from retina.training.distribute import Placement
 
 log = logging.getLogger(__name__)

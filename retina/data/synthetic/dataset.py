@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from retina.config import SyntheticConfig
+from retina.data.parallel import run_parallel
 from retina.data.synthetic.dicom_writer import write_ophthalmic_dicom
 from retina.data.synthetic.graders import GRADE_COLUMNS, grade_scan, mean_pairwise_kappa
 from retina.data.synthetic.lesions import LesionCanvas
@@ -31,7 +32,6 @@ from retina.data.synthetic.population import (
 from retina.data.synthetic.quality import Quality, draw_quality
 from retina.data.synthetic.render import render_fundus
 from retina.files import write_atomically
-from retina.parallel import run_parallel
 
 log = logging.getLogger(__name__)
 

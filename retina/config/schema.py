@@ -1,0 +1,356 @@
+"""Typed schemas for every config group, registered with Hydra's ConfigStore.
+
+``conf/train.yaml`` and ``conf/evaluate.yaml`` start from these schemas, so a misspelt key,
+a value of the wrong type or an unknown choice fails at start-up with the key named. Fixed
+choices are ``StrEnum`` fields: Hydra refuses any other value while composing, and
+``check_choices`` refuses it in a config built in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from retina.config.choices import (
+    BestMode,
+    CacheFormat,
+    Cluster,
+    ExplainMethod,
+    ExportFormat,
+    Head,
+    OnError,
+    OnNonfinite,
+    OperatingPoint,
+    OptimizerName,
+    PathsInOutputs,
+    Precision,
+    Sampler,
+    ScheduleName,
+    Split,
+    Strategy,
+    TrainLabel,
+    UncertaintyMeasure,
+    UncertaintyMethod,
+    ValidationMetric,
+)
+from retina.config.folder_names import evaluation_log_dir, job_folder_name
+from retina.errors import ConfigError
+
+
+@dataclass
+class SyntheticConfig:
+    """Everything that determines the built-in synthetic set; equal configs, equal files."""
+
+    n_patients: int = 400
+    image_height: int = 256
+    seed: int = 0
+    lesion_masks: bool = True
+    lesion_scale: float = 1.0
+    grade_probs: list[float] = field(default_factory=lambda: [0.38, 0.14, 0.24, 0.12, 0.12])
+
+
+@dataclass
+class DataConfig:
+    layout: str = "synthetic"
+    root: str = "data/synthetic"
+    cache_dir: str = "data/cache"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    split_seed: int = 0
+    folds: int = 0  # k-fold cross-validation of the non-test patients (0: off)
+    fold: int = 0  # the validation fold when data.folds > 0
+    id_salt: str = "retina-pseudonym-v1"
+    workers: int = 0
+    image_dir: str = ""
+    labels_csv: str = ""
+    test_labels_csv: str = ""
+    path_column: str = "path"
+    label_column: str = "grade"
+    patient_column: str = ""
+    eye_column: str = ""
+    split_column: str = ""
+    on_error: OnError = OnError.skip
+    train_label: TrainLabel = TrainLabel.adjudicated
+    sites: list[str] = field(default_factory=list)  # read only these sites (empty: all)
+    paths_in_outputs: PathsInOutputs = PathsInOutputs.auto
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class PreprocessConfig:
+    image_size: int = 128
+    crop_to_fov: bool = True
+    fov_threshold: float = 0.08
+    ben_graham: bool = False
+    clahe: bool = False
+    clahe_clip_limit: float = 0.01
+    gradability: bool = True
+    cache_format: CacheFormat = CacheFormat.auto
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
+    dropout: float = 0.2
+    num_classes: int = 5
+    head: Head = Head.grades
+    weights: str = "none"
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True
+    rotation_degrees: float = 0.0
+    crop_scale_min: float = 1.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+
+@dataclass
+class OptimizerSpec:
+    name: OptimizerName = OptimizerName.adam
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    clip_global_norm: float = 0.0
+
+
+@dataclass
+class OptimizerConfig(OptimizerSpec):
+    """The optimizer of the whole model, or of the backbone when ``head`` is set."""
+
+    head: OptimizerSpec | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    name: ScheduleName = ScheduleName.constant
+    warmup_epochs: float = 0.0
+    min_fraction: float = 0.0
+    boundaries: list[float] = field(default_factory=list)
+    factor: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.0
+    class_weights: str = "none"
+
+
+@dataclass
+class TrainerConfig:
+    """Where training runs: ``trainer.strategy`` picks the tf.distribute strategy."""
+
+    strategy: Strategy = Strategy.auto
+    cluster: Cluster = Cluster.auto
+    slurm_port: int = 8888
+    sync_batchnorm: bool = True
+    cpu_devices: int = 1
+
+
+@dataclass
+class TrainLoopConfig:
+    epochs: int = 14
+    batch_size: int = 32
+    precision: Precision = Precision.auto
+    # Written by the run, not by you: the policy ``precision`` resolved to, which a resumed
+    # run keeps (``auto`` may choose differently on other hardware).
+    resolved_precision: str = ""
+    precision_cache: str = ""
+    deterministic: bool = False
+    sampler: Sampler = Sampler.shuffle
+    memory_cache_mb: int = 1024
+    steps_per_execution: int = 1
+    jit_compile: bool = False
+    ema_decay: float = 0.0
+    freeze_backbone_epochs: int = 0
+    limit_train_scans: int = 0
+    evaluate_test: bool = True
+    on_nonfinite: OnNonfinite = OnNonfinite.stop
+    tensorboard: bool = True
+    log_every_steps: int = 10
+
+
+@dataclass
+class OperatingPointsConfig:
+    """How the referral thresholds are chosen on the validation split after every epoch."""
+
+    referable_threshold: float = 0.5
+    target_sensitivity: float = 0.975
+    target_specificity: float = 0.98
+
+
+@dataclass
+class CheckpointConfig:
+    max_to_keep: int = 3
+    every_steps: int = 0
+    keep_best: int = 3
+    best_metric: ValidationMetric = ValidationMetric.referable_auc
+    best_mode: BestMode = BestMode.max
+    init_from: str = ""
+    background: bool = True
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    operating_points: OperatingPointsConfig = field(default_factory=OperatingPointsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class UncertaintyConfig:
+    method: UncertaintyMethod = UncertaintyMethod.none
+    samples: int = 20  # MC-dropout passes
+    measure: UncertaintyMeasure = UncertaintyMeasure.predictive_entropy
+    referral_fraction: float = 0.1  # share of validation scans the referral threshold refers
+    calibrate: bool = True  # measure the referable uncertainty after a Platt fit on validation
+
+
+@dataclass
+class EnsembleConfig:
+    members: list[str] = field(default_factory=list)  # run folders
+    sweep_dir: str = ""  # or every finished job of a sweep
+    output_dir: str = ""  # default <sweep_dir or first member's parent>/ensemble-eval
+
+
+@dataclass
+class EvaluateConfig:
+    run_dir: str = ""
+    checkpoint: str = "latest"
+    split: Split = Split.test
+    batch_size: int = 64
+    tta: bool = False
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+    data: DataConfig | None = None
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    rebalance: bool = False  # with data=: resample it to the run's own test grade mix
+    subgroups: list[str] = field(
+        default_factory=lambda: ["site", "eye", "sex", "age_band", "image_quality"]
+    )
+    explain: bool = True  # Grad-CAM overlays of the failure gallery (report.html)
+
+
+@dataclass
+class PredictConfig:
+    run_dir: str = MISSING
+    input: str = MISSING
+    checkpoint: str = "best"
+    operating_point: OperatingPoint = OperatingPoint.default
+    output_dir: str = ""
+    batch_size: int = 64
+    tta: bool = False
+    paths_in_outputs: PathsInOutputs = PathsInOutputs.pseudonymise
+    uncertainty: UncertaintyConfig = field(default_factory=UncertaintyConfig)
+    explain: bool = False  # a Grad-CAM overlay of the referable score per scan
+
+
+@dataclass
+class ExplainConfig:
+    run_dir: str = MISSING
+    input: str = ""
+    split: Split = Split.test
+    checkpoint: str = "best"
+    method: ExplainMethod = ExplainMethod.grad_cam
+    targets: list[str] = field(default_factory=lambda: ["referable"])
+    limit: int = 0
+    sanity_checks: bool = False
+    output_dir: str = ""
+    batch_size: int = 32
+
+
+@dataclass
+class ExportConfig:
+    run_dir: str = MISSING
+    checkpoint: str = "best"
+    format: ExportFormat = ExportFormat.saved_model
+    output_dir: str = ""
+
+
+# Keys through which Hydra's instantiate would import and call Python.
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def refuse_instantiate_keys(node, path: str = "") -> None:
+    """Raises ConfigError naming the first ``_target_``-style key of a job config.
+
+    Models, optimizers, schedules and losses come from registries by name; a config value
+    must never be able to import and call arbitrary Python. (Hydra's own ``hydra.*`` node,
+    launchers and callbacks, is not part of the job config.)
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in INSTANTIATE_KEYS:
+                raise ConfigError(
+                    f"{where}={value!r}: configs cannot name Python objects to call. Choose "
+                    "registered components by name instead (model.name, optimizer.name, "
+                    "schedule.name, ...)."
+                )
+            refuse_instantiate_keys(value, where)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            refuse_instantiate_keys(value, f"{path}[{index}]")
+
+
+def to_typed(cfg):
+    """A composed job config as its dataclass, after refusing instantiate keys."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    refuse_instantiate_keys(container)
+    return OmegaConf.to_object(cfg)
+
+
+def register_configs() -> None:
+    """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists,
+    and the resolvers of Hydra's folders: ``retina.job_folder`` (sweep jobs) and
+    ``retina.evaluation_log_dir`` (an evaluation's log)."""
+    OmegaConf.register_new_resolver("retina.job_folder", job_folder_name, replace=True)
+    OmegaConf.register_new_resolver("retina.evaluation_log_dir", evaluation_log_dir, replace=True)
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="export_schema", node=ExportConfig)
+    store.store(name="explain_schema", node=ExplainConfig)
+
+
+def require_choice(key: str, value, choices) -> str:
+    """``value`` if it is one of ``choices``; otherwise a ConfigError naming ``key`` and the
+    valid choices. The one look-up every fixed-choice key goes through."""
+    names = [str(choice) for choice in choices]
+    if str(value) not in names:
+        raise ConfigError(f"{key}={value!r} is not a valid choice; use one of {names}.")
+    return str(value)
+
+
+def check_choices(cfg, prefix: str = "") -> None:
+    """Checks every ``StrEnum`` field of a config dataclass, nested ones included (configs
+    composed by Hydra are checked already; this covers ones built in Python)."""
+    hints = typing.get_type_hints(type(cfg))
+    for item in dataclasses.fields(cfg):
+        key, value = f"{prefix}{item.name}", getattr(cfg, item.name)
+        kind = hints[item.name]
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            require_choice(key, value, kind)
+        elif dataclasses.is_dataclass(value):
+            check_choices(value, f"{key}.")

@@ -1,0 +1,78 @@
+"""Paired comparison of sweep jobs on the same held-out scans.
+
+Two configurations scored on the same test scans differ by less than their separate
+confidence intervals suggest: most of each interval is the sampling of the scans, which
+both share. Resampling the same patients for both (a paired bootstrap) leaves the part of
+the variation that is theirs alone, so the interval of the difference can exclude 0 where
+the two separate intervals overlap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from retina.metrics.bootstrap import paired_auc_difference, paired_kappa_difference
+from retina.metrics.rates import is_referable
+from retina.reports.tables import format_interval, markdown_table
+from retina.run_dir import EVAL_DIR, PREDICTIONS_FILE
+
+
+def test_predictions(job: Path) -> pd.DataFrame | None:
+    """The newest held-out test ``predictions.csv`` of a job, or None."""
+    found = sorted(
+        (job / EVAL_DIR).glob(f"*-test/{PREDICTIONS_FILE}"), key=lambda p: p.stat().st_mtime
+    )
+    return pd.read_csv(found[-1]).sort_values("scan_id").reset_index(drop=True) if found else None
+
+
+def paired_differences(
+    jobs: dict[str, Path], reference: str, n_resamples: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """Each job's test referable AUC and quadratic kappa minus the ``reference`` job's, with
+    95% paired patient-bootstrap intervals; jobs scored on other scans are left out."""
+    base = test_predictions(jobs[reference])
+    rows = []
+    for name, job in jobs.items():
+        other = test_predictions(job)
+        if name == reference or base is None or other is None:
+            continue
+        if not other["scan_id"].equals(base["scan_id"]):
+            continue  # a different test split: not paired
+        auc = paired_auc_difference(
+            is_referable(base["grade"]),
+            other["referable_probability"].to_numpy(),
+            base["referable_probability"].to_numpy(),
+            base["patient"].to_numpy(),
+            n_resamples,
+            seed,
+        )
+        kappa = paired_kappa_difference(
+            base["grade"],
+            other["predicted_grade"],
+            base["predicted_grade"],
+            base["patient"].to_numpy(),
+            n_resamples,
+            seed,
+        )
+        rows.append({"job": name, "scans": len(base), "auc": auc, "kappa": kappa})
+    return pd.DataFrame(rows, columns=["job", "scans", "auc", "kappa"])
+
+
+def comparison_markdown(differences: pd.DataFrame, reference: str) -> str:
+    header = ["job", "test scans", "AUC difference [95% CI]", "kappa difference [95% CI]"]
+
+    def shown(estimate):
+        value, low, high = estimate
+        return format_interval({"value": value, "low": low, "high": high})
+
+    rows = [
+        [row.job, row.scans, shown(row.auc), shown(row.kappa)] for row in differences.itertuples()
+    ]
+    return (
+        f"# Paired differences on the same test scans\n\nEach job minus `{reference}` "
+        "(test referable AUC and quadratic weighted kappa), with 95% intervals from 2,000 "
+        "patient resamples shared by both jobs; an interval that excludes 0 is a difference "
+        "the test scans support.\n\n" + markdown_table(header, rows)
+    )

@@ -1,0 +1,141 @@
+"""Serving artifacts from a run: ``export_run(run_dir, format)``.
+
+``saved_model`` is a TensorFlow SavedModel whose ``serving_default`` signature takes
+preprocessed uint8 scans and returns the probabilities, the referable probability and a
+referral decision per stored operating point; ``keras`` is a ``.keras`` file of the model
+alone. Both come with ``serving.json`` (the input contract and the operating points) and
+``model_card.md`` (``retina.reports.model_card``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import tensorflow as tf
+
+from retina.checkpoint.read import read_operating_points
+from retina.config import ExportFormat, require_choice
+from retina.errors import ConfigError
+from retina.files import read_json, write_json
+from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
+from retina.inference.outputs import output_columns
+from retina.inference.restore import load_run_model
+from retina.reports.model_card import write_model_card
+from retina.run_dir import (
+    EXPORT_DIR,
+    KERAS_MODEL_FILE,
+    REFERRAL_FILE,
+    SAVED_MODEL_DIR,
+    SERVING_FILE,
+)
+from retina.uncertainty.referral import REFER_COLUMN
+from retina.uncertainty.sampling import sampler, tf_referable_uncertainty
+
+log = logging.getLogger(__name__)
+
+
+class ReferralModel(tf.Module):
+    """The model plus its referral rule, with one concrete serving signature."""
+
+    def __init__(self, model, thresholds: dict[str, float], image_size: int, policy: dict):
+        super().__init__()
+        self.model = model
+        self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
+        self.policy = policy
+        self.sample = sampler(model, policy["method"], policy["samples"])
+        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, images):
+        samples = self.sample(images)
+        probabilities = tf.reduce_mean(samples, 0)
+        if probabilities.shape[-1] == 2:
+            referable = probabilities[:, 1]
+        else:
+            referable = tf.reduce_sum(probabilities[:, REFERABLE_MIN_GRADE:], axis=1)
+        outputs = {"probabilities": probabilities, "referable_probability": referable}
+        for name, threshold in self.thresholds.items():
+            outputs[f"referred_{name}"] = referable >= threshold
+        uncertainty = tf_referable_uncertainty(
+            samples, self.policy["measure"], self.policy.get("calibration")
+        )
+        outputs["uncertainty"] = uncertainty
+        if "threshold" in self.policy:
+            too_uncertain = uncertainty > tf.constant(self.policy["threshold"], tf.float32)
+            outputs[REFER_COLUMN] = too_uncertain | outputs["referred_default"]
+        return outputs
+
+
+def export_policy(run_dir: Path, checkpoint: str) -> dict:
+    """The run's referral policy (refused when chosen for another checkpoint: its threshold
+    and calibration belong to that one), or the softmax's predictive entropy without a
+    threshold."""
+    path = run_dir / REFERRAL_FILE
+    if not path.is_file():
+        return {"method": "none", "samples": 1, "measure": "predictive_entropy"}
+    policy = read_json(path)
+    if policy.get("checkpoint") != checkpoint:
+        raise ConfigError(
+            f"{path} was chosen on {policy.get('checkpoint')}'s validation predictions, not "
+            f"{checkpoint}'s. Export checkpoint={policy.get('checkpoint')}, or choose a policy "
+            f"for this one first: python -m retina.evaluate run_dir={run_dir} "
+            f"checkpoint={checkpoint} split=val uncertainty.method={policy.get('method')}."
+        )
+    return policy
+
+
+def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: int) -> dict:
+    size = cfg.preprocess.image_size
+    return {
+        "checkpoint": checkpoint.name,
+        "model": cfg.model.name,
+        "input": {
+            "name": "images",
+            "dtype": "uint8",
+            "shape": [None, size, size, 3],
+            "channels": "RGB",
+            "note": (
+                "Scans preprocessed as in training (retina.data.fundus.preprocess_fundus with "
+                "the preprocess settings below): field of view cropped and resized to "
+                f"{size}x{size}. The model scales pixel values itself."
+            ),
+            "preprocess": asdict(cfg.preprocess),
+        },
+        "outputs": {
+            "probabilities": output_columns(num_outputs),
+            "referable_probability": f"P(ICDR grade >= {REFERABLE_MIN_GRADE})",
+            "referred_<operating point>": "referable_probability >= threshold",
+            "uncertainty": "the referral policy's measure of the referable decision "
+            "(after the policy's Platt recalibration, when it has one)",
+            REFER_COLUMN: "uncertainty > the policy's threshold, or referred_default",
+        },
+        "operating_points": thresholds,
+        "operating_points_source": "chosen on the run's validation split during training",
+        "grades": list(range(NUM_GRADES)),
+    }
+
+
+def export_run(
+    run_dir: str | Path, fmt: str = "saved_model", checkpoint: str = "best", output_dir=None
+) -> Path:
+    """Writes the artifact and ``serving.json`` into ``output_dir`` (default
+    ``<run_dir>/export/<checkpoint>-<format>``); returns that folder."""
+    fmt = require_choice("format", fmt, ExportFormat)
+    run_dir = Path(run_dir)
+    cfg, model, path = load_run_model(run_dir, checkpoint)
+    thresholds, policy = read_operating_points(path), export_policy(run_dir, path.name)
+    out_dir = Path(output_dir) if output_dir else run_dir / EXPORT_DIR / f"{path.name}-{fmt}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "keras":
+        model.save(out_dir / KERAS_MODEL_FILE)
+    else:
+        module = ReferralModel(model, thresholds, cfg.preprocess.image_size, policy)
+        tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures=module.serve)
+    description = serving_description(cfg, path, thresholds, model.output_shape[-1])
+    description["referral"] = policy  # the SavedModel's uncertainty and refer_to_specialist
+    write_json(out_dir / SERVING_FILE, description)
+    write_model_card(out_dir, run_dir, cfg, path)
+    log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)
+    return out_dir
