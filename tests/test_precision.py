@@ -8,6 +8,7 @@ file), so every case runs on any machine: an AVX2-only CPU, an AVX512-BF16 one, 
 
 import json
 import logging
+import re
 
 import keras
 import pytest
@@ -23,6 +24,7 @@ AVX2 = "fpu avx2 fma"
 AVX512_BF16 = "fpu avx2 avx512f avx512_bf16"
 AMX = "fpu avx2 avx512f amx_tile amx_bf16"
 QUIET = ["train.evaluate_test=false", "train.tensorboard=false", "train.epochs=1"]
+FINGERPRINT = re.compile(r"Model weights sha256 ([0-9a-f]{64})")
 
 
 def _cpu(flags: str, model: str = "Test CPU") -> precision.Cpu:
@@ -86,11 +88,13 @@ def test_auto_on_an_avx2_cpu_is_float32_without_measuring(tmp_path, shared_data,
 @pytest.mark.parametrize("flags", [AVX512_BF16, AMX], ids=["avx512_bf16", "amx_bf16"])
 def test_auto_measures_once_then_reads_the_cache(flags, tmp_path, shared_data, monkeypatch, caplog):
     """The first run measures both policies on the smoke model and keeps the figures; the
-    second run (a new run directory) reads them and does not measure."""
+    second run (a new run directory) reads them and does not measure. Measuring leaves no
+    trace in the run: both train the same weights, bit for bit."""
     _pretend_cpu(monkeypatch, tmp_path, flags)
-    cfg = _auto(tmp_path, shared_data, *QUIET)
-    with caplog.at_level(logging.INFO, logger="retina.training.precision"):
+    cfg = _auto(tmp_path, shared_data, *QUIET, "train.deterministic=true")
+    with caplog.at_level(logging.INFO, logger="retina.training"):
         train(cfg, tmp_path / "first")
+    first_weights = FINGERPRINT.search(caplog.text).group(1)
     assert "measuring float32 against mixed_bfloat16" in caplog.text
     stored = cache_file(tmp_path / "cache", precision.probe_key(cfg, precision.read_cpu()))
     record = json.loads(stored.read_text())
@@ -102,9 +106,10 @@ def test_auto_measures_once_then_reads_the_cache(flags, tmp_path, shared_data, m
 
     caplog.clear()
     written = stored.read_bytes()
-    with caplog.at_level(logging.INFO, logger="retina.training.precision"):
+    with caplog.at_level(logging.INFO, logger="retina.training"):
         train(cfg, tmp_path / "second")
     assert "measuring" not in caplog.text and "measured before" in caplog.text
+    assert FINGERPRINT.search(caplog.text).group(1) == first_weights
     assert stored.read_bytes() == written
     assert load_run_config(tmp_path / "second").train.resolved_precision == faster
     assert f"{rates['mixed_bfloat16']:.1f} images/s in mixed_bfloat16" in caplog.text

@@ -134,11 +134,12 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
     placement = placement or Placement(tf.distribute.get_strategy())
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.seed)
     set_determinism(cfg.train)
     resuming = has_checkpoints(run_dir)
-    # Restore order 1: the policy first; a resumed run keeps the one it started with.
+    # Restore order 1: the policy first; a resumed run keeps the one it started with. Seeded
+    # after it: a precision measurement builds models that draw from the seeded generators.
     policy = apply_precision(cfg, resumed_precision(run_dir) if resuming else "", placement)
+    keras.utils.set_random_seed(cfg.seed)
     cfg = replace(cfg, train=replace(cfg.train, resolved_precision=policy))
 
     # Data: the chief prepares it, the other workers read what it wrote.
