@@ -9,6 +9,7 @@ file), so every case runs on any machine: an AVX2-only CPU, an AVX512-BF16 one, 
 import json
 import logging
 import re
+import threading
 
 import keras
 import pytest
@@ -17,7 +18,7 @@ from conftest import smoke_config
 from retina.run_dir import load_run_config
 from retina.training import precision
 from retina.training.loop import train
-from retina.training.precision_cache import cache_file
+from retina.training.precision_cache import cache_file, cached_measurement
 from retina.training.precision_probe import ProbeSettings, measure_policies
 
 AVX2 = "fpu avx2 fma"
@@ -217,3 +218,33 @@ def test_auto_on_a_resumed_run_keeps_the_policy_in_its_config(
         train(_auto(tmp_path, shared_data, *QUIET[:2], "train.epochs=2"), run_dir)
     assert "Precision: mixed_bfloat16 (train.precision=auto: kept from" in caplog.text
     assert load_run_config(run_dir).train.resolved_precision == "mixed_bfloat16"
+
+
+def test_concurrent_runs_measure_a_setting_once(tmp_path):
+    """Two runs (threads here; processes hold the same lock) ask for one key at once: one
+    measures while the other waits on the key's lock, then reads what was stored."""
+    key = {"model": {"name": "small_cnn"}, "image_size": 48, "batch_size": 4}
+    measured, both_started = [], threading.Barrier(2)
+    second_measurement = threading.Event()
+
+    def measure():
+        measured.append(threading.get_ident())
+        if len(measured) > 1:
+            second_measurement.set()
+        second_measurement.wait(timeout=1.0)  # without the lock the other run gets here too
+        return {"images_per_s": {"float32": 100.0, "mixed_bfloat16": 120.0}}
+
+    records = []
+
+    def run():
+        both_started.wait()
+        records.append(cached_measurement(tmp_path, key, ("float32", "mixed_bfloat16"), measure))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(measured) == 1
+    assert sorted(fresh for _, _, fresh in records) == [False, True]
+    assert records[0][0] == records[1][0]
