@@ -82,6 +82,8 @@ MOVED_KEYS = {
     "data.synthetic.jpeg_fraction": None,  # file formats follow each site's camera
     "data.synthetic.dicom_fraction": None,
 }
+# Values that were renamed: a config.yaml written before reads with the new name.
+RENAMED_VALUES = {"model.head": {"grades": "softmax"}}
 
 
 def worker_log_file(index: int) -> str:
@@ -125,7 +127,12 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 
 def migrate_moved_keys(saved):
-    """Moves every ``MOVED_KEYS`` entry found in ``saved`` (an OmegaConf node) in place."""
+    """Moves every ``MOVED_KEYS`` entry found in ``saved`` (an OmegaConf node) in place and
+    renames the ``RENAMED_VALUES``."""
+    for key, names in RENAMED_VALUES.items():
+        value = OmegaConf.select(saved, key, default=None)
+        if value in names:
+            OmegaConf.update(saved, key, names[value])
     for old, new in MOVED_KEYS.items():
         value = OmegaConf.select(saved, old, default=None)
         if value is None:

@@ -101,7 +101,7 @@ FIXED_CHOICES = [
     ("train.sampler", [], ["shuffle", "balanced"]),
     ("checkpoint.best_metric", [], ["referable_auc", "sensitivity", "specificity"]),
     ("checkpoint.best_mode", [], ["max", "min"]),
-    ("model.head", [], ["grades", "referable"]),
+    ("model.head", [], ["softmax", "coral", "corn", "regression", "referable"]),
     ("model.name", [], ["small_cnn", "resnet50", "efficientnet_b0", "inception_v3"]),
     ("model.weights", [], ["none", "imagenet"]),
     ("trainer.strategy", [], ["auto", "default", "mirrored", "multi_worker"]),

@@ -17,6 +17,7 @@ from retina.explanations.saliency import feature_map_model, grad_cam, occlusion
 from retina.explanations.sanity_checks import lesion_mass_ratio, rank_correlation
 from retina.files import read_json
 from retina.models import build_model
+from retina.models.grading import Grading, attach_grading
 from retina.models.heads import pool_feature_map, pooling_of
 from retina.run_dir import SANITY_FILE
 
@@ -152,8 +153,7 @@ def test_occlusion_map_marks_the_square_that_moves_the_score():
     logits = keras.layers.Lambda(lambda s: tf.stack([tf.zeros_like(s), s], -1), name="head_logits")(
         corner
     )
-    model = keras.Model(inputs, logits)
-    model.get_layer("head_logits").units = 2
+    model = attach_grading(keras.Model(inputs, logits), Grading("referable"))
     image = np.zeros((32, 32, 3), np.uint8)
     image[:8, :8] = 255
     saliency = occlusion(model, image, patches=4)

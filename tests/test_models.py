@@ -66,7 +66,7 @@ def _train_one_step(model: keras.Model, images: np.ndarray, labels: np.ndarray) 
     build_all(optimizers, groups)
     iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     state = TrainingState(model=model, optimizers=optimizers, iterator=iterator)
-    loss = make_loss(LossConfig(), "grades", model.output_shape[-1], labels)
+    loss = make_loss(LossConfig(), "softmax", model.output_shape[-1], labels)
     run = make_train_function(state, groups=groups, loss=loss)
     losses, _, applied = run(iterator, 1)
     assert bool(applied[0]) and int(state.step.numpy()) == 1
@@ -119,7 +119,10 @@ def test_logits_float32_while_the_body_computes_in_float16(name, mixed_precision
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "efficientnet_b0"])
-@pytest.mark.parametrize(("head", "outputs"), [("grades", 5), ("referable", 2)])
+@pytest.mark.parametrize(
+    ("head", "outputs"),
+    [("softmax", 5), ("coral", 4), ("corn", 4), ("regression", 1), ("referable", 2)],
+)
 def test_head_sets_the_number_of_logits(name, head, outputs):
     model = build_model(ModelConfig(name=name, head=head), _size(name))
 
@@ -128,7 +131,7 @@ def test_head_sets_the_number_of_logits(name, head, outputs):
 
 @pytest.mark.parametrize("name", available_models())
 def test_unknown_head_is_a_config_error(name):
-    with pytest.raises(ConfigError, match=r"model\.head='binary'.*grades.*referable"):
+    with pytest.raises(ConfigError, match=r"model\.head=.binary.*softmax.*referable"):
         build_model(ModelConfig(name=name, head="binary"), _size(name))
 
 

@@ -70,7 +70,7 @@ def test_learning_rate_follows_the_schedule_in_a_run(tmp_path, shared_data):
 
 def test_label_smoothing_matches_hand_computed_cross_entropy():
     logits = tf.constant([[2.0, 0.0, 0.0, 0.0, 0.0]])
-    loss = make_loss(LossConfig(label_smoothing=0.1), "grades", 5, np.arange(5))
+    loss = make_loss(LossConfig(label_smoothing=0.1), "softmax", 5, np.arange(5))
     log_p = np.log(np.exp([2.0, 0, 0, 0, 0]) / np.exp([2.0, 0, 0, 0, 0]).sum())
     target = np.array([0.92, 0.02, 0.02, 0.02, 0.02])
     assert float(loss(tf.constant([0]), logits)) == pytest.approx(-(target * log_p).sum(), 1e-5)
@@ -88,7 +88,7 @@ def test_class_weights_balanced_and_manual():
 
 def test_weighted_loss_is_the_weighted_mean():
     logits = tf.constant([[1.0, 0.0], [0.0, 3.0]])
-    loss = make_loss(LossConfig(class_weights="1,3"), "grades", 2, np.array([0, 1]))
+    loss = make_loss(LossConfig(class_weights="1,3"), "softmax", 2, np.array([0, 1]))
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant([0, 1]), logits).numpy()
     assert float(loss(tf.constant([0, 1]), logits)) == pytest.approx((ce[0] + 3 * ce[1]) / 2)
 

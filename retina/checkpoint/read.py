@@ -12,6 +12,7 @@ import tensorflow as tf
 from retina.checkpoint.files import complete_prefixes, damage, read_sidecar, sidecar_path, step_of
 from retina.checkpoint.state import OPERATING_POINTS, averaged_variables
 from retina.errors import CheckpointError
+from retina.models.grading import ORDINAL_HEADS, Grading
 from retina.models.heads import LOGITS_LAYER, POOL_LAYER
 from retina.run_dir import BEST_DIR, LATEST_DIR
 
@@ -95,6 +96,19 @@ def read_operating_points(path: str | Path) -> dict[str, float]:
         str(name): float(reader.get_tensor(f"operating_points/{name}/.ATTRIBUTES/VARIABLE_VALUE"))
         for name in OPERATING_POINTS
     }
+
+
+def read_grading(path: str | Path, head: str) -> Grading:
+    """The grading a checkpoint of a ``head`` run was saved with: its fitted cut-points and
+    regression link (ordinal and regression heads), the head's own rule otherwise."""
+    if head not in ORDINAL_HEADS:
+        return Grading(head)
+    reader = tf.train.load_checkpoint(str(path))
+    values = {
+        name: tuple(reader.get_tensor(f"grading/{name}/.ATTRIBUTES/VARIABLE_VALUE").tolist())
+        for name in ("cut_points", "link")
+    }
+    return Grading(head, values["cut_points"], values["link"])
 
 
 def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:

@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from retina.config import OperatingPoint, ValidationMetric
+from retina.icdr import GRADE_BOUNDARIES
+from retina.models.grading import DEFAULT_LINK, ORDINAL_HEADS, Grading
 
 VALIDATION_METRICS = tuple(ValidationMetric)
 OPERATING_POINTS = tuple(OperatingPoint)
@@ -64,6 +66,8 @@ class TrainingState:
         ema: the weight average (``retina.training.ema.WeightAverage``), if the run keeps one.
         step: the step counter, when something built before the state (the learning-rate
             schedules) reads it; else a new one.
+        head: ``model.head``; an ordinal or regression head's state also holds its grade
+            cut-points and regression link, fitted on validation (``retina.models.grading``).
     """
 
     def __init__(
@@ -76,8 +80,10 @@ class TrainingState:
         lr_scale: tf.Variable | None = None,
         ema=None,
         step: tf.Variable | None = None,
+        head: str = "softmax",
     ):
         self.model = model
+        self.head = head
         self.optimizers = optimizers
         self.iterator = iterator
         self.ema = ema
@@ -104,6 +110,15 @@ class TrainingState:
         # The best-checkpoint ledger: empty slots hold step -1.
         self.best_values = _untrainable([float("nan")] * keep_best)
         self.best_steps = _untrainable([-1] * keep_best, tf.int64)
+        # Only where the head needs them, so the state of a softmax run is as it always was.
+        self.grading = (
+            {
+                "cut_points": _untrainable(list(GRADE_BOUNDARIES), name="cut_points"),
+                "link": _untrainable(list(DEFAULT_LINK), name="regression_link"),
+            }
+            if head in ORDINAL_HEADS
+            else None
+        )
         self.checkpoint = tf.train.Checkpoint(**self._parts())
 
     def _parts(self) -> dict:
@@ -125,6 +140,8 @@ class TrainingState:
             parts["iterator"] = self.iterator
         if self.ema is not None:
             parts["ema"] = self.ema.averages
+        if self.grading is not None:
+            parts["grading"] = self.grading
         return parts
 
     @property
@@ -142,6 +159,18 @@ class TrainingState:
     def record_operating_points(self, thresholds: dict[str, float]) -> None:
         for name, variable in self.operating_points.items():
             variable.assign(float(thresholds[name]))
+
+    def record_grading(self, grading: Grading) -> None:
+        if self.grading is not None:
+            self.grading["cut_points"].assign(list(grading.cut_points))
+            self.grading["link"].assign(list(grading.link))
+
+    def current_grading(self) -> Grading:
+        """The head's grading as fitted on the latest validation."""
+        if self.grading is None:
+            return Grading(self.head)
+        values = {name: tuple(v.numpy().tolist()) for name, v in self.grading.items()}
+        return Grading(self.head, values["cut_points"], values["link"])
 
     def metric_values(self) -> dict[str, float]:
         return {name: float(variable.numpy()) for name, variable in self.metrics.items()}

@@ -45,8 +45,20 @@ class ExplainMethod(StrEnum):
 
 
 class Head(StrEnum):
-    grades = "grades"
-    referable = "referable"
+    """What the model's last layer learns (``retina.models.grading``)."""
+
+    softmax = "softmax"  # 5 grades, unordered classes
+    coral = "coral"  # ordinal: P(grade > k), one shared weight vector (CORAL)
+    corn = "corn"  # ordinal: conditional P(grade > k | grade > k - 1) (CORN)
+    regression = "regression"  # the grade as a number
+    referable = "referable"  # 2 classes: grade >= 2 or not
+
+
+class GradeThresholds(StrEnum):
+    """Where an ordinal head's grade call cuts the expected grade."""
+
+    fitted = "fitted"  # on validation, to maximise quadratic weighted kappa
+    fixed = "fixed"  # at 0.5, 1.5, 2.5, 3.5
 
 
 class OptimizerName(StrEnum):

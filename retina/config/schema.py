@@ -22,6 +22,7 @@ from retina.config.choices import (
     Cluster,
     ExplainMethod,
     ExportFormat,
+    GradeThresholds,
     Head,
     OnError,
     OnNonfinite,
@@ -99,7 +100,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
     dropout: float = 0.2
     num_classes: int = 5
-    head: Head = Head.grades
+    head: Head = Head.softmax
     weights: str = "none"
 
 
@@ -180,6 +181,13 @@ class TrainLoopConfig:
 
 
 @dataclass
+class GradingConfig:
+    """How an ordinal or regression head calls a grade (``retina.models.grading``)."""
+
+    thresholds: GradeThresholds = GradeThresholds.fitted
+
+
+@dataclass
 class OperatingPointsConfig:
     """How the referral thresholds are chosen on the validation split after every epoch."""
 
@@ -211,6 +219,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     operating_points: OperatingPointsConfig = field(default_factory=OperatingPointsConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

@@ -33,6 +33,7 @@ from retina.metrics.rates import is_referable
 from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metrics
 from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.metrics.undefined import as_records, gathered, log_undefined, where
+from retina.models.grading import Grading, ensemble_grading, grading_of
 from retina.reports.figures import write_plots
 from retina.reports.provenance import study_facts
 from retina.reports.referral_curves import referral_section, write_referral_plots
@@ -58,11 +59,11 @@ log = logging.getLogger(__name__)
 
 
 def prediction_table(
-    rows: pd.DataFrame, probabilities: np.ndarray, thresholds: dict
+    rows: pd.DataFrame, probabilities: np.ndarray, thresholds: dict, grading: Grading
 ) -> pd.DataFrame:
     """One row per scan: pseudonymous ids, truth, probabilities, prediction and decisions."""
     ids = rows[["scan_id", "patient", "eye", "grade"]].reset_index(drop=True)
-    table = pd.concat([ids, probability_columns(probabilities)], axis=1)
+    table = pd.concat([ids, probability_columns(probabilities, grading)], axis=1)
     for name, threshold in thresholds.items():
         table[f"referred_{name}"] = (table["referable_probability"] >= threshold).astype(int)
     return table
@@ -207,7 +208,8 @@ def score(
     # An ensemble's policy is keyed by its member count (out-of-fold: fewer per scan).
     policy_samples = len(scorer.models) if method == "ensemble" else len(samples)
     probabilities = samples.mean(axis=0)
-    predictions = prediction_table(rows, probabilities, scorer.thresholds)
+    grading = ensemble_grading([grading_of(model) for model in scorer.models])
+    predictions = prediction_table(rows, probabilities, scorer.thresholds, grading)
     policy, calibration = _policy_and_calibration(scorer, predictions, options, policy_samples)
     predictions = pd.concat(
         [

@@ -36,7 +36,6 @@ from retina.explanations.sanity_checks import log_checks, sanity_checks
 from retina.files import write_atomically, write_json
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference.restore import load_run_model
-from retina.models.heads import LOGITS_LAYER
 from retina.run_dir import EXPLAIN_DIR, EXPLANATIONS_FILE, GALLERY_DIR, SANITY_FILE
 
 log = logging.getLogger(__name__)
@@ -128,8 +127,7 @@ def explain_run(options: ExplainConfig) -> Path:
     and with ``sanity_checks`` the two checks; returns the output folder."""
     run_dir = Path(options.run_dir)
     cfg, model, checkpoint = load_run_model(run_dir, options.checkpoint)
-    classes = model.get_layer(LOGITS_LAYER).units
-    targets = [check_target(str(t), classes) for t in options.targets]
+    targets = [check_target(str(t), model) for t in options.targets]
     if options.sanity_checks and options.input:
         raise ConfigError(
             "sanity_checks=true needs graded scans with lesion masks: explain a split of a "

@@ -25,31 +25,37 @@ from skimage.filters import gaussian
 
 from retina.errors import ConfigError
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
+from retina.models.grading import Grading, grading_of
 from retina.models.heads import LOGITS_LAYER, feature_map_of, pool_feature_map, pooling_of
 
 REFERABLE = "referable"
 OCCLUSION_BATCH = 64  # occluded copies scored at a time
 
 
-def check_target(target: str, classes: int) -> str:
-    """``referable`` or an ICDR grade the head has a logit for (a grades head)."""
-    if target == REFERABLE or (classes == NUM_GRADES and target in map(str, range(classes))):
+def check_target(target: str, model: keras.Model) -> str:
+    """``referable``, or an ICDR grade where the model has a logit per grade (a softmax
+    head)."""
+    per_grade = grading_of(model).head == "softmax" and model.output_shape[-1] == NUM_GRADES
+    if target == REFERABLE or (per_grade and target in map(str, range(NUM_GRADES))):
         return target
-    grades = f" or a grade 0-{NUM_GRADES - 1}" if classes == NUM_GRADES else ""
+    grades = f" or a grade 0-{NUM_GRADES - 1}" if per_grade else ""
     raise ConfigError(
-        f"explain target={target!r}: explain '{REFERABLE}'{grades} (a model with "
-        f"model.head=referable has no per-grade logits)."
+        f"explain target={target!r}: explain '{REFERABLE}'{grades} (only model.head=softmax "
+        "has a logit per grade)."
     )
 
 
-def target_score(logits: tf.Tensor, target: str) -> tf.Tensor:
+def target_score(outputs: tf.Tensor, target: str, grading: Grading) -> tf.Tensor:
     """One score per scan: the referable log-odds, or a grade's logit."""
     if target != REFERABLE:
-        return logits[:, int(target)]
-    if logits.shape[-1] == 2:
-        return logits[:, 1] - logits[:, 0]
-    referable = tf.reduce_logsumexp(logits[:, REFERABLE_MIN_GRADE:], axis=-1)
-    return referable - tf.reduce_logsumexp(logits[:, :REFERABLE_MIN_GRADE], axis=-1)
+        return outputs[:, int(target)]
+    if grading.ordinal:  # log-odds of P(grade > 1)
+        referable = tf.clip_by_value(grading.cumulative(outputs)[:, 1], 1e-7, 1 - 1e-7)
+        return tf.math.log(referable) - tf.math.log1p(-referable)
+    if outputs.shape[-1] == 2:
+        return outputs[:, 1] - outputs[:, 0]
+    referable = tf.reduce_logsumexp(outputs[:, REFERABLE_MIN_GRADE:], axis=-1)
+    return referable - tf.reduce_logsumexp(outputs[:, :REFERABLE_MIN_GRADE], axis=-1)
 
 
 def feature_map_model(model: keras.Model) -> keras.Model:
@@ -59,9 +65,9 @@ def feature_map_model(model: keras.Model) -> keras.Model:
 
 def grad_cam_function(model: keras.Model, target: str):
     """A ``tf.function`` ``uint8 images -> (batch, height, width)`` Grad-CAM maps."""
-    check_target(target, model.get_layer(LOGITS_LAYER).units)
+    check_target(target, model)
     features_of, pooling = feature_map_model(model), pooling_of(model)
-    logits_of = model.get_layer(LOGITS_LAYER)
+    logits_of, grading = model.get_layer(LOGITS_LAYER), grading_of(model)
 
     @tf.function
     def maps(images):
@@ -70,7 +76,7 @@ def grad_cam_function(model: keras.Model, target: str):
             tape.watch(feature_map)
             pooled = pool_feature_map(feature_map, pooling)  # the head's dropout: off
             logits = tf.cast(logits_of(pooled), tf.float32)
-            score = target_score(logits, target)
+            score = target_score(logits, target, grading)
         channel_weights = tf.reduce_mean(tape.gradient(score, feature_map), axis=[1, 2])
         cam = tf.nn.relu(tf.einsum("bhwc,bc->bhw", feature_map, channel_weights))
         size = tf.shape(images)[1:3]
@@ -89,7 +95,7 @@ def occlusion(
 ) -> np.ndarray:
     """(height, width) fall of the score when each square (a ``patches``-th of the side,
     moved by half its size) is blurred out, averaged over the squares covering a pixel."""
-    check_target(target, model.get_layer(LOGITS_LAYER).units)
+    check_target(target, model)
     size = image.shape[0]
     patch = max(size // patches, 2)
     stride = max(patch // 2, 1)
@@ -112,9 +118,12 @@ def occlusion(
 
 
 def _scores(model: keras.Model, images: np.ndarray, target: str) -> np.ndarray:
+    grading = grading_of(model)
     chunks = [
         target_score(
-            tf.cast(model(images[i : i + OCCLUSION_BATCH], training=False), tf.float32), target
+            tf.cast(model(images[i : i + OCCLUSION_BATCH], training=False), tf.float32),
+            target,
+            grading,
         )
         for i in range(0, len(images), OCCLUSION_BATCH)
     ]

@@ -1,6 +1,6 @@
-"""What a model's outputs become: softmax predict steps (with the test-time flips), run
-over a finite dataset or over cached scans, and the probability columns of prediction
-tables."""
+"""What a model's outputs become: predict steps giving grade probabilities (with the
+test-time flips), run over a finite dataset or over cached scans, and the probability
+columns of prediction tables."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tqdm import tqdm
 from retina.data.pipeline import make_eval_dataset
 from retina.icdr import NUM_GRADES
 from retina.metrics.rates import referable_probability
+from retina.models.grading import Grading, grading_of
 
 # The test-time augmentation views: the scan and its three flips.
 FLIPS = (
@@ -24,18 +25,22 @@ FLIPS = (
 
 
 def make_predict_step(model: keras.Model, tta: bool = False):
-    """Softmax outputs of a batch; with ``tta``, averaged over the four flips."""
-    views = FLIPS if tta else FLIPS[:1]
+    """Grade probabilities of a batch (``grading_of(model)``); with ``tta``, averaged over
+    the four flips."""
+    views, grading = (FLIPS if tta else FLIPS[:1]), grading_of(model)
 
     @tf.function
     def predict_step(images):
-        outputs = [
-            tf.nn.softmax(tf.cast(model(view(images), training=False), tf.float32))
-            for view in views
-        ]
+        outputs = [grading.probabilities(model(view(images), training=False)) for view in views]
         return tf.add_n(outputs) / len(outputs)
 
     return predict_step
+
+
+def make_output_step(model: keras.Model):
+    """The model's own float32 outputs of a batch, before any grading (training's validation
+    fits the grading on them)."""
+    return tf.function(lambda images: tf.cast(model(images, training=False), tf.float32))
 
 
 def predict_dataset(
@@ -83,9 +88,10 @@ def output_columns(num_outputs: int) -> list[str]:
     return ["prob_not_referable", "prob_referable"]
 
 
-def probability_columns(probabilities: np.ndarray) -> pd.DataFrame:
-    """The model's probabilities, predicted grade (or class) and referable probability."""
+def probability_columns(probabilities: np.ndarray, grading: Grading) -> pd.DataFrame:
+    """The model's probabilities, predicted grade (or class, by ``grading``'s call) and
+    referable probability."""
     table = pd.DataFrame(probabilities, columns=output_columns(probabilities.shape[1]))
-    table["predicted_grade"] = probabilities.argmax(axis=1)
+    table["predicted_grade"] = grading.predicted_grades(probabilities)
     table["referable_probability"] = referable_probability(probabilities)
     return table

@@ -82,10 +82,22 @@ def fit_platt(positive: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         ValueError: when the scans are all of one class (nothing to fit).
     """
     positive, scores = check_paired(positive, scores)
+    slope, intercept = fit_logistic(positive, _log_odds(scores))
+    return {"slope": slope, "intercept": intercept}
+
+
+def fit_logistic(positive: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of an unpenalised logistic regression of the truth on ``values``:
+    P(positive) = sigmoid(slope * value + intercept).
+
+    Raises:
+        ValueError: when the scans are all of one class (nothing to fit).
+    """
+    positive, values = check_paired(positive, values)
     if positive.all() or not positive.any():
-        raise ValueError("Platt scaling needs both referable and non-referable scans.")
-    model = LogisticRegression(C=np.inf).fit(_log_odds(scores)[:, None], positive)
-    return {"slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+        raise ValueError("a logistic fit needs both referable and non-referable scans.")
+    model = LogisticRegression(C=np.inf).fit(values[:, None], positive)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
 def apply_platt(scores: np.ndarray, platt: dict[str, float]) -> np.ndarray:

@@ -62,6 +62,7 @@ def clinical_metrics(
     probabilities: np.ndarray,
     threshold: float = 0.5,
     min_grade: int = REFERABLE_MIN_GRADE,
+    predicted: np.ndarray | None = None,
 ) -> dict:
     """The summary reported after every validation.
 
@@ -72,6 +73,8 @@ def clinical_metrics(
             kappa is nan.
         threshold: referable probability at or above which a scan is referred.
         min_grade: lowest referable grade.
+        predicted: the grade call per scan (an ordinal head's cut-points); default the most
+            probable grade.
     """
     grades, probabilities = np.asarray(grades), np.asarray(probabilities)
     score = referable_probability(probabilities, min_grade)
@@ -82,7 +85,12 @@ def clinical_metrics(
         "referable_auc": roc_auc(positive, score),
         "sensitivity": sensitivity(positive, referred),
         "specificity": specificity(positive, referred),
-        **grading_metrics(grades, probabilities.argmax(axis=1), binary_head, min_grade),
+        **grading_metrics(
+            grades,
+            probabilities.argmax(axis=1) if predicted is None else predicted,
+            binary_head,
+            min_grade,
+        ),
         "threshold": float(threshold),
         "referable_min_grade": int(min_grade),
     }

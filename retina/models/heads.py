@@ -1,4 +1,4 @@
-"""The classifier head every model ends in: what ``model.head`` asks for, as ``head_*`` layers.
+"""The head every model ends in: what ``model.head`` asks for, as ``head_*`` layers.
 
 The optimizers tell head from backbone by the ``head_`` prefix (``training/optimizers.py``),
 so every trainable layer built here carries it.
@@ -6,28 +6,68 @@ so every trainable layer built here carries it.
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from retina.config import ModelConfig
 from retina.errors import ConfigError
+from retina.icdr import NUM_GRADES
 
-# model.head -> what the logits mean. "referable" is ICDR grade >= 2 (moderate NPDR or worse),
-# the line a screening programme refers at; the training loop derives its labels from grades.
+# model.head -> what its outputs are (retina.models.grading says what they mean). "referable"
+# is ICDR grade >= 2, the line a screening programme refers at; the training loop derives
+# its labels from grades.
 HEADS = {
-    "grades": "model.num_classes logits, one per ICDR grade",
+    "softmax": "model.num_classes logits, one per ICDR grade",
+    "coral": "4 ordinal logits sharing one weight vector (P(grade > k))",
+    "corn": "4 conditional ordinal logits (P(grade > k | grade > k - 1))",
+    "regression": "1 output, the grade as a number",
     "referable": "2 logits, not referable and referable",
 }
 
 
 def num_outputs(cfg: ModelConfig) -> int:
-    """How many logits ``cfg.head`` needs; a ConfigError names ``model.head`` otherwise."""
-    if cfg.head == "grades":
-        return cfg.num_classes
-    if cfg.head == "referable":
-        return 2
-    choices = ", ".join(f"{name} ({meaning})" for name, meaning in HEADS.items())
-    raise ConfigError(f"model.head={cfg.head!r} is not a head this project builds; use {choices}.")
+    """How many outputs ``cfg.head`` needs; a ConfigError names ``model.head`` otherwise."""
+    counts = {
+        "softmax": cfg.num_classes,
+        "coral": NUM_GRADES - 1,
+        "corn": NUM_GRADES - 1,
+        "regression": 1,
+        "referable": 2,
+    }
+    if cfg.head not in counts:
+        choices = ", ".join(f"{name} ({meaning})" for name, meaning in HEADS.items())
+        raise ConfigError(
+            f"model.head={cfg.head!r} is not a head this project builds; use {choices}."
+        )
+    return counts[cfg.head]
+
+
+@keras.saving.register_keras_serializable(package="retina")
+class CoralLogits(layers.Layer):
+    """CORAL's output layer (Cao et al. 2020): one weight vector shared by the K - 1 binary
+    tasks, a bias each, so logit_k = x . w + b_k; the biases start ordered as coral_pytorch
+    starts them ((K - 1 - k) / (K - 1)), which makes the first predictions rank-consistent."""
+
+    def __init__(self, tasks: int = NUM_GRADES - 1, **kwargs):
+        super().__init__(**kwargs)
+        self.tasks = tasks
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], 1), initializer="glorot_uniform"
+        )
+        start = np.arange(self.tasks, 0, -1, dtype="float32") / self.tasks
+        self.bias = self.add_weight(
+            name="bias", shape=(self.tasks,), initializer=keras.initializers.Constant(start)
+        )
+
+    def call(self, inputs):
+        return keras.ops.matmul(inputs, self.kernel) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "tasks": self.tasks}
 
 
 # The head's layers. head_pool turns the backbone's last feature map into a vector;
@@ -71,8 +111,10 @@ def pool_layers(feature_map, pooling: str):
 
 
 def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg"):
-    """Pooling, dropout, then the logits layer on the backbone's last ``feature_map``;
-    returns float32 logits."""
+    """Pooling, dropout, then the output layer ``cfg.head`` asks for on the backbone's last
+    ``feature_map``; returns float32 outputs."""
     x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(pool_layers(feature_map, pooling))
-    # float32 logits: under mixed precision a float16 softmax loses the small probabilities.
+    # float32 outputs: under mixed precision a float16 softmax loses the small probabilities.
+    if cfg.head == "coral":
+        return CoralLogits(dtype="float32", name=LOGITS_LAYER)(x)
     return layers.Dense(num_outputs(cfg), dtype="float32", name=LOGITS_LAYER)(x)

@@ -11,6 +11,7 @@ import keras
 
 from retina.config import ModelConfig
 from retina.errors import ConfigError
+from retina.models.grading import Grading, attach_grading
 from retina.models.heads import num_outputs
 
 ModelBuilder = Callable[[ModelConfig, int], keras.Model]
@@ -34,13 +35,14 @@ def available_models() -> list[str]:
 
 
 def build_model(cfg: ModelConfig, image_size: int) -> keras.Model:
-    """Builds the registered model ``cfg.name`` for square uint8 inputs of ``image_size``."""
+    """Builds the registered model ``cfg.name`` for square uint8 inputs of ``image_size``,
+    carrying the grading of its head (``retina.models.grading.grading_of``)."""
     if cfg.name not in _REGISTRY:
         raise ConfigError(
             f"model.name={cfg.name!r} is not registered; choose one of {available_models()}."
         )
     num_outputs(cfg)  # a bad model.head fails here, before a large backbone is built
-    return _REGISTRY[cfg.name](cfg, image_size)
+    return attach_grading(_REGISTRY[cfg.name](cfg, image_size), Grading(cfg.head))
 
 
 def without_pretrained(cfg: ModelConfig) -> ModelConfig:

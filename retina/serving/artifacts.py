@@ -1,10 +1,11 @@
 """Serving artifacts from a run: ``export_run(run_dir, format)``.
 
 ``saved_model`` is a TensorFlow SavedModel whose ``serving_default`` signature takes
-preprocessed uint8 scans and returns the probabilities, the referable probability and a
-referral decision per stored operating point; ``keras`` is a ``.keras`` file of the model
-alone. Both come with ``serving.json`` (the input contract and the operating points) and
-``model_card.md`` (``retina.reports.model_card``).
+preprocessed uint8 scans and returns the grade probabilities, the grade call, the
+referable probability and a referral decision per stored operating point; ``keras`` is a
+``.keras`` file of the model alone. Both come with ``serving.json`` (the input contract,
+the operating points and the grading that reads the model's outputs) and ``model_card.md``
+(``retina.reports.model_card``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from retina.files import read_json, write_json
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference.outputs import output_columns
 from retina.inference.restore import load_run_model
+from retina.models.grading import Grading, grading_of
 from retina.reports.model_card import write_model_card
 from retina.run_dir import (
     EXPORT_DIR,
@@ -45,6 +47,7 @@ class ReferralModel(tf.Module):
         self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
         self.policy = policy
         self.sample = sampler(model, policy["method"], policy["samples"])
+        self.grading = grading_of(model)
         spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
         self.serve = tf.function(self._serve, input_signature=[spec])
 
@@ -55,7 +58,11 @@ class ReferralModel(tf.Module):
             referable = probabilities[:, 1]
         else:
             referable = tf.reduce_sum(probabilities[:, REFERABLE_MIN_GRADE:], axis=1)
-        outputs = {"probabilities": probabilities, "referable_probability": referable}
+        outputs = {
+            "probabilities": probabilities,
+            "predicted_grade": self.grading.tf_predicted_grades(probabilities),
+            "referable_probability": referable,
+        }
         for name, threshold in self.thresholds.items():
             outputs[f"referred_{name}"] = referable >= threshold
         uncertainty = tf_referable_uncertainty(
@@ -86,7 +93,7 @@ def export_policy(run_dir: Path, checkpoint: str) -> dict:
     return policy
 
 
-def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: int) -> dict:
+def serving_description(cfg, checkpoint: Path, thresholds: dict, grading: Grading) -> dict:
     size = cfg.preprocess.image_size
     return {
         "checkpoint": checkpoint.name,
@@ -104,7 +111,8 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: in
             "preprocess": asdict(cfg.preprocess),
         },
         "outputs": {
-            "probabilities": output_columns(num_outputs),
+            "probabilities": output_columns(2 if grading.head == "referable" else NUM_GRADES),
+            "predicted_grade": "the grade call of the probabilities (see grading)",
             "referable_probability": f"P(ICDR grade >= {REFERABLE_MIN_GRADE})",
             "referred_<operating point>": "referable_probability >= threshold",
             "uncertainty": "the referral policy's measure of the referable decision "
@@ -114,6 +122,15 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, num_outputs: in
         "operating_points": thresholds,
         "operating_points_source": "chosen on the run's validation split during training",
         "grades": list(range(NUM_GRADES)),
+        "grading": {
+            **asdict(grading),
+            "thresholds": str(cfg.grading.thresholds) if grading.ordinal else "argmax",
+            "note": (
+                "What model.keras's outputs mean (retina.models.grading.Grading(head, "
+                "cut_points, link) turns them into these probabilities and grade calls); the "
+                "SavedModel applies it itself."
+            ),
+        },
     }
 
 
@@ -133,7 +150,7 @@ def export_run(
     else:
         module = ReferralModel(model, thresholds, cfg.preprocess.image_size, policy)
         tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures=module.serve)
-    description = serving_description(cfg, path, thresholds, model.output_shape[-1])
+    description = serving_description(cfg, path, thresholds, grading_of(model))
     description["referral"] = policy  # the SavedModel's uncertainty and refer_to_specialist
     write_json(out_dir / SERVING_FILE, description)
     write_model_card(out_dir, run_dir, cfg, path)

@@ -28,6 +28,7 @@ from retina.explanations.overlays import write_overlays
 from retina.files import write_atomically
 from retina.inference.outputs import FLIPS, probability_columns
 from retina.inference.restore import load_run_model
+from retina.models.grading import Grading, grading_of
 from retina.run_dir import OVERLAYS_DIR, PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
 from retina.uncertainty.referral import (
     REFER_COLUMN,
@@ -80,7 +81,10 @@ def predict_scans(
     def score(chunk: pd.DataFrame) -> pd.DataFrame:
         paths = chunk["cache_path"].tolist()
         samples = sample_scans([model], paths, str(u.method), u.samples, batch_size, tta)
-        table = _prediction_rows(chunk, samples.mean(axis=0), threshold, operating_point)
+        probabilities = samples.mean(axis=0)
+        table = _prediction_rows(
+            chunk, probabilities, grading_of(model), threshold, operating_point
+        )
         table = pd.concat([table, uncertainty_columns(samples, calibration)], axis=1)
         if policy:
             column = ranking_column(str(u.measure), table)
@@ -141,8 +145,10 @@ def _write_in_chunks(path: Path, rows: pd.DataFrame, score) -> int:
     return referred
 
 
-def _prediction_rows(rows, probabilities, threshold: float, operating_point: str) -> pd.DataFrame:
-    table = probability_columns(probabilities)
+def _prediction_rows(
+    rows, probabilities, grading: Grading, threshold: float, operating_point: str
+) -> pd.DataFrame:
+    table = probability_columns(probabilities, grading)
     table.insert(0, "path", rows["path"].to_numpy())
     table["operating_point"] = operating_point
     table["threshold"] = threshold

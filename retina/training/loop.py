@@ -42,6 +42,7 @@ from retina.training.choices import check_run_choices
 from retina.training.distribute import build_placement
 from retina.training.preemption import ClusterStopSignal, StopSignal
 from retina.training.session import Session, open_session, with_absolute_paths
+from retina.training.validation import fit_grading
 
 log = logging.getLogger(__name__)
 MAX_ROLLBACKS = 3
@@ -162,14 +163,21 @@ def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> dict:
     state, spe, cfg = session.state, session.steps_per_epoch, session.cfg
     epoch = step // spe
     summary = run_steps(session, step + 1, (epoch + 1) * spe, steps_log, stop)
-    grades, probabilities = session.validate()
+    grades, outputs = session.validate()
+    grading = fit_grading(cfg.model.head, cfg.grading.thresholds, grades, outputs)
+    probabilities = grading.probabilities(outputs).numpy()
     positive, scores = is_referable(grades), referable_probability(probabilities)
     with gathered() as undefined_metrics:
-        metrics = clinical_metrics(grades, probabilities, cfg.operating_points.referable_threshold)
+        threshold, predicted = (
+            cfg.operating_points.referable_threshold,
+            grading.predicted_grades(probabilities),
+        )
+        metrics = clinical_metrics(grades, probabilities, threshold, predicted=predicted)
         points = choose_operating_points(positive, scores, **asdict(cfg.operating_points))
     log_undefined(undefined_metrics, log, f"Validation after epoch {epoch + 1}")
     state.record_metrics(metrics)
     state.record_operating_points(points)
+    state.record_grading(grading)
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     log_epoch(epoch, cfg.train.epochs, summary, metrics, path)

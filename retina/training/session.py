@@ -31,7 +31,7 @@ from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS, training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
-from retina.inference.outputs import make_predict_step
+from retina.inference.outputs import make_output_step
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
 from retina.run_dir import CONFIG_FILE, load_run_config
@@ -113,10 +113,10 @@ class Session:
         return self._functions[frozen]
 
     def validate(self) -> tuple:
-        """(grades, probabilities) of the validation split, sharded across the replicas,
-        with the weight averages when ``train.ema_decay`` keeps them."""
+        """(grades, the model's outputs) of the validation split, sharded across the
+        replicas, with the weight averages when ``train.ema_decay`` keeps them."""
         if "predict" not in self._functions:
-            self._functions["predict"] = make_predict_step(self.state.model)
+            self._functions["predict"] = make_output_step(self.state.model)
         rows, ema = self.val_rows, self.state.ema
         with ema.applied() if ema is not None else contextlib.nullcontext():
             return predict_validation(
@@ -248,6 +248,7 @@ def build_training_state(
         lr_scale=rates.scale,
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None,
         step=step,
+        head=cfg.model.head,
     )
     return state, groups
 

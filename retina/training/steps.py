@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from retina.checkpoint.state import TrainingState
+from retina.models.grading import Grading
 from retina.training.distribute import Placement, split_for_replicas
 from retina.training.losses import training_targets
 
@@ -44,7 +45,7 @@ def make_single_step(
     groups: dict,
     loss: Callable,
     placement: Placement,
-    head: str = "grades",
+    head: str = "softmax",
     jit_compile: bool = False,
 ):
     """One GradientTape step on a replica's batch; returns (loss, accuracy, applied).
@@ -65,6 +66,7 @@ def make_single_step(
     }
     names = [name for name in groups if groups[name]]
     guarded = batchnorm_statistics(model) if loss_scaling else []
+    grading = Grading(head)  # the head's own rule: the running accuracy needs no fitted values
 
     def step(images, grades):
         # The forward pass moves BatchNorm statistics at once; if the loss-scale optimizer
@@ -86,7 +88,7 @@ def make_single_step(
             optimizers[name].apply(gradients, groups[name])
         for variable, value in zip(guarded, before, strict=True):
             variable.assign(tf.where(applied, variable, value))
-        predicted = tf.argmax(logits, axis=1, output_type=tf.int32)
+        predicted = grading.tf_predicted_grades(grading.probabilities(logits))
         hits = tf.equal(predicted, training_targets(grades, head))
         return mean_loss, tf.reduce_mean(tf.cast(hits, tf.float32)), applied
 
@@ -99,7 +101,7 @@ def make_train_function(
     groups: dict,
     loss: Callable,
     placement: Placement | None = None,
-    head: str = "grades",
+    head: str = "softmax",
     jit_compile: bool = False,
 ):
     """``run(iterator, count)``: ``count`` steps in one call, batches drawn inside the graph

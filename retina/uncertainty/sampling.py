@@ -20,6 +20,7 @@ from retina.data.pipeline import make_eval_dataset
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference.outputs import FLIPS, predict_dataset, predict_probabilities
 from retina.metrics.calibration import PLATT_CLIP
+from retina.models.grading import grading_of
 from retina.models.heads import DROPOUT_LAYER, LOGITS_LAYER
 
 
@@ -30,12 +31,11 @@ def scan_seeds(images: tf.Tensor) -> tf.Tensor:
 
 
 def mc_dropout_probabilities(model: keras.Model, samples: int, seed: int = 0):
-    """A function ``images -> (samples, batch, classes)`` softmax outputs with the head's
-    dropout active; all samples equal when the model's dropout rate is 0."""
+    """A function ``images -> (samples, batch, classes)`` of grade probabilities with the
+    head's dropout active; all samples equal when the model's dropout rate is 0."""
     features_of = keras.Model(model.inputs, model.get_layer(DROPOUT_LAYER).input)
     rate = float(model.get_layer(DROPOUT_LAYER).rate)
-    logits_of = model.get_layer(LOGITS_LAYER)
-    classes = logits_of.units
+    outputs_of, grading = model.get_layer(LOGITS_LAYER), grading_of(model)
 
     def sample(images):
         features = tf.cast(features_of(images, training=False), tf.float32)
@@ -50,22 +50,20 @@ def mc_dropout_probabilities(model: keras.Model, samples: int, seed: int = 0):
         )  # (batch, samples, width)
         kept = tf.cast(noise >= rate, tf.float32) / (1.0 - rate) if rate else tf.ones_like(noise)
         dropped = features[:, None, :] * kept
-        logits = tf.cast(logits_of(tf.reshape(dropped, [-1, width])), tf.float32)
-        probabilities = tf.nn.softmax(tf.reshape(logits, [-1, samples, classes]))
+        probabilities = grading.probabilities(outputs_of(tf.reshape(dropped, [-1, width])))
+        probabilities = tf.reshape(probabilities, [-1, samples, probabilities.shape[-1]])
         return tf.transpose(probabilities, [1, 0, 2])
 
     return sample
 
 
 def flip_probabilities(model: keras.Model):
-    """``images -> (4, batch, classes)``: the softmax of each of the four flips."""
+    """``images -> (4, batch, classes)``: the grade probabilities of each of the four flips."""
+    grading = grading_of(model)
 
     def sample(images):
         return tf.stack(
-            [
-                tf.nn.softmax(tf.cast(model(flip(images), training=False), tf.float32))
-                for flip in FLIPS
-            ]
+            [grading.probabilities(model(flip(images), training=False)) for flip in FLIPS]
         )
 
     return sample
@@ -103,7 +101,8 @@ def sampler(model: keras.Model, method: str, samples: int):
         return mc_dropout_probabilities(model, samples)
     if method == "tta":
         return flip_probabilities(model)
-    return lambda images: tf.nn.softmax(tf.cast(model(images, training=False), tf.float32))[None]
+    grading = grading_of(model)
+    return lambda images: grading.probabilities(model(images, training=False))[None]
 
 
 def tf_entropy(probabilities: tf.Tensor) -> tf.Tensor:
