@@ -94,26 +94,53 @@ def test_killed_run_resumes_bit_exact(workspace, baselines, precision, fault, ba
     """Baselines save synchronously: the background writer must write the same tensors."""
     run_dir = workspace / f"killed-{precision}-{fault.replace(':', '-')}-{background}"
     args = _args(workspace, run_dir, precision, f"checkpoint.background={background}")
+    _kill_resume_and_compare(workspace, run_dir, args, fault, baselines[precision])
+    assert any("dynamic_scale" in k for k in _final_state(run_dir)) == (
+        precision == "mixed_float16"
+    )
+
+
+# About 30 s each on two cores: coral in the default run (its state holds the cut-points and
+# link every ordinal head keeps), the other two with -m slow.
+@pytest.mark.parametrize("head", ["coral", _slow("corn"), _slow("regression")])
+def test_each_grading_head_resumes_bit_exact(workspace, head):
+    """Killed in epoch 2, after the first validation fitted the head's cut-points (and the
+    regression link): the resumed run ends where an uninterrupted one does, grading too."""
+    baseline, run_dir = workspace / f"baseline-{head}", workspace / f"killed-{head}"
+    result = run_module(
+        "retina.train", *_args(workspace, baseline, "float32", f"model.head={head}"), cwd=workspace
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = _args(workspace, run_dir, "float32", f"model.head={head}")
+    _kill_resume_and_compare(workspace, run_dir, args, "step:7", baseline)
+    assert {"grading/cut_points", "grading/link"} <= {
+        k.split("/.")[0] for k in _final_state(run_dir)
+    }
+
+
+def _kill_resume_and_compare(workspace, run_dir, args, fault: str, baseline) -> None:
+    """Runs ``args`` (training ``run_dir``) killed at ``fault``, resumes it, and compares
+    the end with ``baseline``: every tensor of the final checkpoint, steps.csv to the bit,
+    the best/ checkpoints."""
     killed = run_module("retina.train", *args, cwd=workspace, env={"RETINA_FAULT": fault})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = run_module("retina.train", *args, cwd=workspace)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restored from" in resumed.stdout + resumed.stderr
 
-    expected, actual = _final_state(baselines[precision]), _final_state(run_dir)
+    expected, actual = _final_state(baseline), _final_state(run_dir)
     assert expected.keys() == actual.keys()
-    assert any("dynamic_scale" in k for k in actual) == (precision == "mixed_float16")
     assert any("/seed_generator_state" in k or k.startswith("rng/") for k in actual)
     for key, value in expected.items():
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(actual[key], value, err_msg=key)
         else:
             assert actual[key] == value, key
-    baseline_steps = pd.read_csv(baselines[precision] / "steps.csv", dtype=str)
+    baseline_steps = pd.read_csv(baseline / "steps.csv", dtype=str)
     resumed_steps = pd.read_csv(run_dir / "steps.csv", dtype=str)
     pd.testing.assert_frame_equal(resumed_steps, baseline_steps)  # same losses, to the bit
     assert sorted(p.name for p in (run_dir / "best").glob("*.meta.json")) == sorted(
-        p.name for p in (baselines[precision] / "best").glob("*.meta.json")
+        p.name for p in (baseline / "best").glob("*.meta.json")
     )
 
 
