@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 
 from retina.evaluation.aggregation import REPEAT_KEYS
 from retina.evaluation.summaries import write_summary
-from retina.run_dir import SUMMARY_FILES, write_status
+from retina.run_dir import COMPARISON_FILE, SUMMARY_FILES, write_status
 
 
 class SweepSummary(Callback):
@@ -58,12 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         default=list(REPEAT_KEYS),
         help="override keys whose jobs are repeats of one configuration (default: %(default)s)",
     )
+    parser.add_argument(
+        "--reference",
+        default="",
+        help="key=value (e.g. model.head=softmax): paired.md gives each job minus the job "
+        "that differs from it in that key alone (default: minus the best job)",
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"{args.sweep_dir} is not a folder", file=sys.stderr)
         return 2
-    write_summary(args.sweep_dir, args.metric, args.mode, args.repeat_keys)
+    write_summary(args.sweep_dir, args.metric, args.mode, args.repeat_keys, args.reference)
     print((args.sweep_dir / SUMMARY_FILES[1]).read_text())  # summary.md
+    if args.reference and (args.sweep_dir / COMPARISON_FILE).exists():
+        print((args.sweep_dir / COMPARISON_FILE).read_text())
     return 0
 
 

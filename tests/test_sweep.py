@@ -141,3 +141,43 @@ def test_jobs_scored_on_the_same_test_scans_get_paired_differences(tmp_path):
     )
     assert f"| b | 80 | {difference:.3f} [{low:.3f}, {high:.3f}] |" in paired
     assert "| c |" not in paired  # other scans: not paired
+
+
+def test_a_reference_pairs_each_job_with_its_twin_and_averages_the_repeats(tmp_path):
+    """model.head=coral,softmax x seed=0,1: with --reference model.head=softmax each coral
+    job is compared with the softmax job of its own seed, and the two seeds averaged."""
+    from retina.metrics.bootstrap import paired_auc_difference
+
+    rng = np.random.default_rng(5)
+    grades = rng.integers(0, 5, 60)
+    patients = [f"pt-{i // 2:03d}" for i in range(60)]
+    probabilities = {}
+    for head, noise in (("softmax", 1.0), ("coral", 0.4)):
+        for seed in (0, 1):
+            job = tmp_path / "sweep" / f"model.head={head},seed={seed}"
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(f"- model.head={head}\n- seed={seed}\n")
+            score = (grades >= 2) + rng.normal(0, noise, 60)
+            probabilities[head, seed] = 1 / (1 + np.exp(-score))
+            (job / "eval" / "ckpt-4-test").mkdir(parents=True)
+            pd.DataFrame(
+                {
+                    "scan_id": [f"s{i:03d}" for i in range(60)],
+                    "patient": patients,
+                    "grade": grades,
+                    "predicted_grade": np.clip(np.round(grades + rng.normal(0, noise, 60)), 0, 4),
+                    "referable_probability": probabilities[head, seed],
+                }
+            ).to_csv(job / "eval" / "ckpt-4-test" / "predictions.csv", index=False)
+    assert sweep_main([str(tmp_path / "sweep"), "--reference", "model.head=softmax"]) == 0
+    paired = (tmp_path / "sweep" / "paired.md").read_text()
+    assert "minus its `model.head=softmax` twin" in paired
+    differences = []
+    for seed in (0, 1):
+        difference, low, high = paired_auc_difference(
+            grades >= 2, probabilities["coral", seed], probabilities["softmax", seed], patients
+        )
+        differences.append(difference)
+        assert f"| model.head=coral seed={seed} | 60 | {difference:.3f} [{low:.3f}," in paired
+    assert "| model.head=softmax seed=0 |" not in paired  # the reference itself
+    assert f"| model.head=coral | 2 | {np.mean(differences):.3f} [" in paired

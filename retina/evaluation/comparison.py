@@ -28,23 +28,22 @@ def test_predictions(job: Path) -> pd.DataFrame | None:
 
 
 def paired_differences(
-    jobs: dict[str, Path], reference: str, n_resamples: int = 2000, seed: int = 0
+    pairs: dict[str, tuple[Path, Path]], n_resamples: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
-    """Each job's test referable AUC and quadratic kappa minus the ``reference`` job's, with
-    95% paired patient-bootstrap intervals; jobs scored on other scans are left out."""
-    base = test_predictions(jobs[reference])
+    """For each name, its job's test referable AUC and quadratic kappa minus its reference
+    job's (``pairs``: name -> (job, reference job)), with 95% paired patient-bootstrap
+    intervals; pairs scored on different scans (or not evaluated) are left out."""
     rows = []
-    for name, job in jobs.items():
-        other = test_predictions(job)
-        if name == reference or base is None or other is None:
-            continue
-        if not other["scan_id"].equals(base["scan_id"]):
-            continue  # a different test split: not paired
+    for name, (job, reference) in pairs.items():
+        base, other = test_predictions(reference), test_predictions(job)
+        if base is None or other is None or not other["scan_id"].equals(base["scan_id"]):
+            continue  # not evaluated, or a different test split: not paired
+        patients = base["patient"].to_numpy()
         auc = paired_auc_difference(
             is_referable(base["grade"]),
             other["referable_probability"].to_numpy(),
             base["referable_probability"].to_numpy(),
-            base["patient"].to_numpy(),
+            patients,
             n_resamples,
             seed,
         )
@@ -52,27 +51,37 @@ def paired_differences(
             base["grade"],
             other["predicted_grade"],
             base["predicted_grade"],
-            base["patient"].to_numpy(),
+            patients,
             n_resamples,
             seed,
         )
-        rows.append({"job": name, "scans": len(base), "auc": auc, "kappa": kappa})
-    return pd.DataFrame(rows, columns=["job", "scans", "auc", "kappa"])
+        rows.append(
+            {
+                "job": name,
+                "reference": reference.name,
+                "scans": len(base),
+                "auc": auc,
+                "kappa": kappa,
+            }
+        )
+    return pd.DataFrame(rows, columns=["job", "reference", "scans", "auc", "kappa"])
 
 
 def comparison_markdown(differences: pd.DataFrame, reference: str) -> str:
+    """``paired.md``: each job minus ``reference`` (a job, or the configuration each job is
+    paired with), then, where several jobs repeat one configuration, their mean."""
     header = ["job", "test scans", "AUC difference [95% CI]", "kappa difference [95% CI]"]
-
-    def shown(estimate):
-        value, low, high = estimate
-        return format_interval({"value": value, "low": low, "high": high})
-
     rows = [
-        [row.job, row.scans, shown(row.auc), shown(row.kappa)] for row in differences.itertuples()
+        [row.job, row.scans, _shown(row.auc), _shown(row.kappa)] for row in differences.itertuples()
     ]
     return (
-        f"# Paired differences on the same test scans\n\nEach job minus `{reference}` "
+        f"# Paired differences on the same test scans\n\nEach job minus {reference} "
         "(test referable AUC and quadratic weighted kappa), with 95% intervals from 2,000 "
         "patient resamples shared by both jobs; an interval that excludes 0 is a difference "
         "the test scans support.\n\n" + markdown_table(header, rows)
     )
+
+
+def _shown(estimate) -> str:
+    value, low, high = estimate
+    return format_interval({"value": value, "low": low, "high": high})

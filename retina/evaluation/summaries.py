@@ -17,13 +17,14 @@ import yaml
 from retina.evaluation.aggregation import (
     REPEAT_KEYS,
     configuration,
+    describe,
     group_jobs,
     groups_markdown,
     override_key,
 )
 from retina.evaluation.comparison import comparison_markdown, paired_differences
 from retina.files import read_json, write_atomically
-from retina.reports.tables import markdown_table
+from retina.reports.tables import format_interval, markdown_table
 from retina.run_dir import (
     BEST_DIR,
     COMPARISON_FILE,
@@ -128,9 +129,10 @@ def write_summary(
     metric: str = "val_referable_auc",
     mode: str = "max",
     repeat_keys=REPEAT_KEYS,
+    reference: str = "",
 ):
-    """Writes summary.csv, summary_groups.csv, summary.md and summary.png into
-    ``sweep_dir``; returns the per-job table."""
+    """Writes summary.csv, summary_groups.csv, summary.md, summary.png and paired.md (see
+    ``write_comparison``) into ``sweep_dir``; returns the per-job table."""
     sweep_dir = Path(sweep_dir)
     table = summarize(sweep_dir, metric, mode, repeat_keys)
     groups = group_jobs(table, metric, mode) if len(table) else pd.DataFrame()
@@ -144,21 +146,76 @@ def write_summary(
     write_atomically(markdown_file, f"# Sweep summary (sorted by {metric})\n\n{markdown}\n")
     write_atomically(plot_file, lambda path: _plot(table, groups, metric, path))
     log.info("Sweep summary (%d jobs, by %s) in %s", len(table), metric, markdown_file)
-    write_comparison(sweep_dir, table)
+    write_comparison(sweep_dir, table, reference)
     return table
 
 
-def write_comparison(sweep_dir: Path, table: pd.DataFrame) -> None:
-    """``paired.md``: every job evaluated on the same test scans as the best job, minus it."""
+def write_comparison(sweep_dir: Path, table: pd.DataFrame, reference: str = "") -> None:
+    """``paired.md``: every job evaluated on the same test scans minus the best job, or with
+    ``reference`` (``key=value``, e.g. ``model.head=softmax``) minus the job that differs
+    from it in that key alone (the same seed and fold), with each configuration's mean."""
     if len(table) < 2:
         return
     jobs = {row.overrides or row.job: sweep_dir / row.job for row in table.itertuples()}
-    reference = next(iter(jobs))
-    differences = paired_differences(jobs, reference)
-    if not differences.empty:
-        write_atomically(
-            sweep_dir / COMPARISON_FILE, comparison_markdown(differences, reference) + "\n"
-        )
+    if reference:
+        pairs, described = reference_pairs(jobs, reference), f"its `{reference}` twin"
+    else:
+        best = next(iter(jobs))
+        pairs = {name: (job, jobs[best]) for name, job in jobs.items() if name != best}
+        described = f"`{best}`"
+    differences = paired_differences(pairs)
+    if differences.empty:
+        return
+    text = comparison_markdown(differences, described)
+    configurations = dict(zip(table["overrides"], table["configuration"], strict=True))
+    means = mean_differences(differences, configurations)
+    if (means["jobs"] > 1).any():
+        text += "\n\n" + mean_differences_markdown(means)
+    write_atomically(sweep_dir / COMPARISON_FILE, text + "\n")
+
+
+def reference_pairs(jobs: dict[str, Path], reference: str) -> dict[str, tuple[Path, Path]]:
+    """name -> (job, the job whose overrides are its own with ``reference`` instead of its
+    value of that key); jobs already at ``reference`` and jobs without a twin left out."""
+    key = override_key(reference)
+    by_overrides = {frozenset(job_overrides(job)): job for job in jobs.values()}
+    pairs = {}
+    for name, job in jobs.items():
+        overrides = job_overrides(job)
+        if reference in overrides:
+            continue
+        twin = frozenset([o for o in overrides if override_key(o) != key] + [reference])
+        if twin in by_overrides:
+            pairs[name] = (job, by_overrides[twin])
+    return pairs
+
+
+def mean_differences(differences: pd.DataFrame, configurations: dict) -> pd.DataFrame:
+    """One row per configuration: its jobs' mean AUC and kappa differences with the
+    t-interval over the jobs (``retina.evaluation.aggregation.describe``)."""
+    rows = []
+    named = differences.assign(configuration=differences["job"].map(configurations))
+    for name, group in named.groupby("configuration", sort=False):
+        row = {"configuration": name, "jobs": len(group)}
+        for metric in ("auc", "kappa"):
+            stats = describe(group[metric].map(lambda estimate: estimate[0]))
+            row |= {f"{metric}_{k}": v for k, v in stats.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_differences_markdown(means: pd.DataFrame) -> str:
+    header = ["configuration", "jobs", "mean AUC difference [95% t-CI]", "mean kappa difference"]
+
+    def shown(row, metric):
+        low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+        return format_interval({"value": row[f"{metric}_mean"], "low": low, "high": high})
+
+    rows = [
+        [row["configuration"], row["jobs"], shown(row, "auc"), shown(row, "kappa")]
+        for _, row in means.iterrows()
+    ]
+    return "## Mean over each configuration's jobs\n\n" + markdown_table(header, rows)
 
 
 def _markdown(table: pd.DataFrame) -> str:
