@@ -53,6 +53,9 @@ def test_the_fitted_grading_is_kept_in_the_checkpoint(head_run):
         predictions["predicted_grade"].tolist() == grading.predicted_grades(probabilities).tolist()
     )
     assert metrics["eye_level"]["n"] == len(predictions)
+    assert metrics["grading"]["cut_points"] == list(grading.cut_points)
+    report = (run_dir / "eval" / f"{checkpoint}-test" / "report.md").read_text()
+    assert f"- Grade call: {head} head, the expected grade cut at" in report
 
 
 def test_predict_the_saved_model_and_the_keras_file_decide_alike(head_run, tmp_path):

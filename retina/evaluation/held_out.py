@@ -33,7 +33,7 @@ from retina.metrics.rates import is_referable
 from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metrics
 from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.metrics.undefined import as_records, gathered, log_undefined, where
-from retina.models.grading import Grading, ensemble_grading, grading_of
+from retina.models.grading import Grading, ensemble_grading, grading_of, grading_record
 from retina.reports.figures import write_plots
 from retina.reports.provenance import study_facts
 from retina.reports.referral_curves import referral_section, write_referral_plots
@@ -244,6 +244,7 @@ def score(
             "test_time_augmentation": options.tta,
             "referable_min_grade": REFERABLE_MIN_GRADE,
             "operating_points_source": scorer.points_source,
+            "grading": grading_record(grading),
             "eye_level": eye,
             "patient_level": patients,
             "referral": referral,

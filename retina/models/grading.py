@@ -102,6 +102,21 @@ def expected_grades(probabilities: np.ndarray) -> np.ndarray:
     return np.asarray(probabilities) @ np.arange(NUM_GRADES)
 
 
+def grading_record(grading: Grading) -> dict:
+    """The grading as reports give it: the head, how it calls a grade, and its values."""
+    if not grading.ordinal:
+        return {"head": grading.head, "grade_call": "the most probable class"}
+    record = {
+        "head": grading.head,
+        "grade_call": "the expected grade cut at the cut-points",
+        "cut_points": list(grading.cut_points),
+        "cut_points_fitted": grading.cut_points != GRADE_BOUNDARIES,  # moved by the fit
+    }
+    if grading.head == "regression":
+        record["regression_link"] = list(grading.link)
+    return record
+
+
 def attach_grading(model, grading: Grading):
     """Gives ``model`` the grading its outputs are read with; returns the model."""
     model.grading = grading

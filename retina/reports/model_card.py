@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from retina.checkpoint.read import read_grading
 from retina.config import RunConfig
 from retina.files import read_json, write_atomically
 from retina.icdr import REFERABLE_MIN_GRADE
+from retina.models.grading import Grading, grading_record
 from retina.reports.provenance import study_facts
 from retina.reports.report_html import INTENDED_USE, split_table
-from retina.reports.report_md import subgroup_section
+from retina.reports.report_md import grade_call, subgroup_section
 from retina.reports.tables import format_interval, markdown_table
 from retina.run_dir import METRICS_FILE, MODEL_CARD_FILE, evaluation_dir
 
@@ -29,7 +31,7 @@ def write_model_card(out_dir: Path, run_dir: Path, cfg: RunConfig, checkpoint: P
     intended, out_of_scope = INTENDED_USE.format(grade=REFERABLE_MIN_GRADE).split("\n\n")
     sections = [
         f"# Model card: {cfg.model.name}, {checkpoint.name}",
-        "## Model details\n\n" + _details(cfg, facts),
+        "## Model details\n\n" + _details(cfg, facts, read_grading(checkpoint, cfg.model.head)),
         "## Intended use\n\n" + intended,
         "## Out-of-scope use\n\n" + out_of_scope.removeprefix("Out of scope: ").capitalize(),
         "## Factors\n\nResults are reported per site, eye, sex, age band and image quality "
@@ -42,12 +44,13 @@ def write_model_card(out_dir: Path, run_dir: Path, cfg: RunConfig, checkpoint: P
     return write_atomically(Path(out_dir) / MODEL_CARD_FILE, "\n\n".join(sections) + "\n")
 
 
-def _details(cfg: RunConfig, facts: dict) -> str:
+def _details(cfg: RunConfig, facts: dict, grading: Grading) -> str:
     r = facts["reproducibility"]
     return "\n".join(
         [
             f"- Architecture: {cfg.model.name}, {cfg.model.head} head, "
             f"{cfg.preprocess.image_size}-pixel preprocessed RGB input (uint8).",
+            f"- Grade call: {grade_call(grading_record(grading))}.",
             f"- Checkpoint: {r['checkpoint']}, weights SHA-256 {r['checkpoint_sha256']}.",
             f"- Config hash: {r['config_hash']}; data manifest hash: {r['manifest_hash']}.",
             f"- Code: {r['code_version']}; trained with "

@@ -21,7 +21,7 @@ import markdown
 from retina.files import write_atomically
 from retina.reports.figures import PLOT_TITLES
 from retina.reports.referral_curves import referral_section
-from retina.reports.report_md import auc_table, level_section, subgroup_section
+from retina.reports.report_md import auc_table, grade_call, level_section, subgroup_section
 from retina.reports.shift_comparison import comparison_section
 from retina.reports.shift_comparison import summary as shift_summary
 from retina.reports.tables import format_interval, format_number, markdown_table
@@ -117,7 +117,7 @@ def _intended_use(metrics: dict, facts: dict) -> str:
     model = facts.get("model", {})
     built = (
         f"\n\nModel: {model['name']} ({model['head']} head) on {model['image_size']}-pixel "
-        "preprocessed scans."
+        f"preprocessed scans. Grade call: {grade_call(metrics.get('grading'))}."
         if model
         else ""
     )

@@ -59,7 +59,21 @@ def _header(metrics: dict) -> str:
             f"- Patients: {_counted(patient)}",
             f"- Referable DR: ICDR grade >= {metrics['referable_min_grade']}",
             f"- Operating points: {metrics['operating_points_source']}",
+            f"- Grade call: {grade_call(metrics.get('grading'))}",
         ]
+    )
+
+
+def grade_call(grading: dict | None) -> str:
+    """How the head calls a grade, in words (older metrics.json files: a softmax head)."""
+    if not grading or "cut_points" not in grading:
+        head = (grading or {}).get("head", "softmax")
+        return f"{head} head, the most probable class"
+    cuts = ", ".join(format_number(c) for c in grading["cut_points"])
+    if not grading["cut_points_fitted"]:
+        return f"{grading['head']} head, the expected grade cut at the grade boundaries ({cuts})"
+    return (
+        f"{grading['head']} head, the expected grade cut at {cuts} (fitted on validation for kappa)"
     )
 
 
