@@ -15,7 +15,11 @@ import pytest
 
 from conftest import ROOT, smoke_config
 from retina.checkpoint.read import find_checkpoint, read_grading
-from retina.evaluation.held_out import evaluate_run
+from retina.config import ExplainConfig, UncertaintyConfig
+from retina.errors import ConfigError
+from retina.evaluation.ensembles import evaluate_ensemble
+from retina.evaluation.held_out import Options, evaluate_run
+from retina.explanations.overlays import explain_run
 from retina.icdr import GRADE_BOUNDARIES
 from retina.serving.artifacts import export_run
 from retina.serving.unlabeled import predict_scans
@@ -59,9 +63,20 @@ def test_the_fitted_grading_is_kept_in_the_checkpoint(head_run):
 
 
 def test_predict_the_saved_model_and_the_keras_file_decide_alike(head_run, tmp_path):
+    """With an MC-dropout referral policy chosen on validation: predict, the SavedModel (in
+    a fresh process) and the .keras file read through serving.json agree scan by scan."""
     head, run_dir, scans = head_run
+    sampled = UncertaintyConfig(method="mc_dropout", samples=6, referral_fraction=0.3)
+    evaluate_run(run_dir, "latest", split="val", n_resamples=20, uncertainty=sampled)
     predictions = pd.read_csv(
-        predict_scans(run_dir, scans, "latest", output_dir=tmp_path / "p", paths_in_outputs="keep")
+        predict_scans(
+            run_dir,
+            scans,
+            "latest",
+            output_dir=tmp_path / "p",
+            paths_in_outputs="keep",
+            uncertainty=sampled,
+        )
     )
     saved = export_run(run_dir, "saved_model", "latest", output_dir=tmp_path / "saved")
     keras_dir = export_run(run_dir, "keras", "latest", output_dir=tmp_path / "keras")
@@ -84,10 +99,9 @@ def test_predict_the_saved_model_and_the_keras_file_decide_alike(head_run, tmp_p
         probabilities = grading.probabilities(model(images, training=False)).numpy()
         json.dump({{
             "saved_grade": out["predicted_grade"].numpy().tolist(),
-            "saved_referable": out["referable_probability"].numpy().tolist(),
-            "saved_referred": out["referred_default"].numpy().astype(int).tolist(),
+            "saved_uncertainty": out["uncertainty"].numpy().tolist(),
+            "saved_refer": out["refer_to_specialist"].numpy().astype(int).tolist(),
             "keras_grade": grading.predicted_grades(probabilities).tolist(),
-            "keras_referable": probabilities[:, 2:].sum(axis=1).tolist(),
         }}, sys.stdout)
     """)
     done = subprocess.run(
@@ -95,11 +109,34 @@ def test_predict_the_saved_model_and_the_keras_file_decide_alike(head_run, tmp_p
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    expected_grades = predictions["predicted_grade"].tolist()
-    assert found["saved_grade"] == expected_grades == found["keras_grade"]
-    assert found["saved_referred"] == predictions["referred"].tolist()
-    for key in ("saved_referable", "keras_referable"):
-        np.testing.assert_allclose(found[key], predictions["referable_probability"], atol=1e-5)
+    assert found["saved_grade"] == predictions["predicted_grade"].tolist()
+    assert found["saved_refer"] == predictions["refer_to_specialist"].tolist()
+    np.testing.assert_allclose(
+        found["saved_uncertainty"], predictions["referable_predictive_entropy"], atol=1e-5
+    )
+    # The .keras file is the model alone: its one deterministic pass, read as serving.json
+    # says, calls the grades predict calls without sampling.
+    plain = pd.read_csv(
+        predict_scans(run_dir, scans, "latest", output_dir=tmp_path / "q", paths_in_outputs="keep")
+    )
+    assert found["keras_grade"] == plain["predicted_grade"].tolist()
+
+
+def test_an_ensemble_of_one_run_is_that_run(head_run, tmp_path):
+    _, run_dir, _ = head_run
+    single = evaluate_run(run_dir, "latest", n_resamples=20)
+    one = evaluate_ensemble([run_dir], tmp_path / "one", "latest", options=Options(n_resamples=20))
+    assert json.dumps(one["eye_level"], sort_keys=True) == json.dumps(
+        single["eye_level"], sort_keys=True
+    )
+
+
+def test_grad_cam_explains_the_referable_score_and_refuses_grade_targets(head_run, tmp_path):
+    _, run_dir, _ = head_run
+    out = explain_run(ExplainConfig(run_dir=str(run_dir), limit=2, output_dir=str(tmp_path)))
+    assert len(pd.read_csv(out / "explanations.csv")) == 2
+    with pytest.raises(ConfigError, match="only model.head=softmax has a logit per grade"):
+        explain_run(ExplainConfig(run_dir=str(run_dir), limit=1, targets=["3"]))
 
 
 def test_fixed_thresholds_keep_the_grade_boundaries(shared_data, tmp_path):
