@@ -205,7 +205,7 @@ def mean_differences(differences: pd.DataFrame, configurations: dict) -> pd.Data
 
 
 def mean_differences_markdown(means: pd.DataFrame) -> str:
-    header = ["configuration", "jobs", "mean AUC difference [95% t-CI]", "mean kappa difference"]
+    header = ["configuration", "jobs", "mean AUC difference", "mean kappa difference"]
 
     def shown(row, metric):
         low, high = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
@@ -215,7 +215,10 @@ def mean_differences_markdown(means: pd.DataFrame) -> str:
         [row["configuration"], row["jobs"], shown(row, "auc"), shown(row, "kappa")]
         for _, row in means.iterrows()
     ]
-    return "## Mean over each configuration's jobs\n\n" + markdown_table(header, rows)
+    return (
+        "## Mean over each configuration's jobs\n\nThe mean of the jobs' differences, with "
+        "its 95% t-interval over the jobs.\n\n" + markdown_table(header, rows)
+    )
 
 
 def _markdown(table: pd.DataFrame) -> str:
