@@ -41,7 +41,7 @@ ALLOWED = {
     "training": {"evaluation"} | LOWER,
     "evaluation": {"uncertainty", "explanations", "reports"} | LOWER,
     "serving": {"uncertainty", "explanations", "reports"} | LOWER,
-    "reports": {"uncertainty", "data", "checkpoint", "metrics"},
+    "reports": {"uncertainty", "data", "models", "checkpoint", "metrics"},
     "uncertainty": LOWER,
     "explanations": LOWER,
     "inference": LOWER - {"inference"},

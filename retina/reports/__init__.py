@@ -11,6 +11,6 @@
     integrity         a run's checkpoints, each verified (``python -m retina.checkpoints``)
 
 It reads results (metrics, predictions, run folders) and writes documents: it may import
-``uncertainty`` (the referral vocabulary), ``checkpoint``, ``data``, ``metrics`` and the
-foundations; no other job package.
+``uncertainty`` (the referral vocabulary), ``models`` (how a head calls a grade),
+``checkpoint``, ``data``, ``metrics`` and the foundations; no other job package.
 """
