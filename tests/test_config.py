@@ -102,6 +102,7 @@ FIXED_CHOICES = [
     ("checkpoint.best_metric", [], ["referable_auc", "sensitivity", "specificity"]),
     ("checkpoint.best_mode", [], ["max", "min"]),
     ("model.head", [], ["softmax", "coral", "corn", "regression", "referable"]),
+    ("grading.thresholds", [], ["fitted", "fixed"]),
     ("model.name", [], ["small_cnn", "resnet50", "efficientnet_b0", "inception_v3"]),
     ("model.weights", [], ["none", "imagenet"]),
     ("trainer.strategy", [], ["auto", "default", "mirrored", "multi_worker"]),

@@ -7,6 +7,7 @@ import tensorflow as tf
 from scipy.special import expit
 
 from retina.config import LossConfig
+from retina.errors import ConfigError
 from retina.icdr import GRADE_BOUNDARIES
 from retina.metrics.cut_points import fit_cut_points, kappa_at
 from retina.models.grading import Grading, expected_grades
@@ -137,3 +138,8 @@ def test_fitted_cut_points_beat_or_equal_the_fixed_ones_where_fitted():
 
 def test_cut_points_stay_fixed_where_kappa_is_undefined():
     assert fit_cut_points(np.full(5, 2.0), np.full(5, 2)) == GRADE_BOUNDARIES
+
+
+def test_label_smoothing_on_an_ordinal_head_is_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"loss.label_smoothing=0.1.*model.head=coral"):
+        make_loss(LossConfig(label_smoothing=0.1), "coral", 4, GRADES)
