@@ -181,6 +181,7 @@ from retina.training.distribute import build_placement
 placement = build_placement(TrainerConfig(strategy="multi_worker"))
 from retina.checkpoint.read import find_checkpoint, restore_weights
 from retina.models import build_model, without_pretrained
+from retina.models.grading import grading_of
 from retina.run_dir import load_run_config
 from retina.training.validation import predict_across_replicas
 run, rows, out = sys.argv[1:4]
@@ -189,7 +190,8 @@ with placement.strategy.scope():
     model = build_model(without_pretrained(cfg.model), cfg.preprocess.image_size)
 restore_weights(model, find_checkpoint(run))
 paths, grades = json.load(open(rows))
-_, probabilities = predict_across_replicas(placement, model, paths, grades, 4)
+_, outputs = predict_across_replicas(placement, model, paths, grades, 4)  # the model's own
+probabilities = grading_of(model).probabilities(outputs).numpy()
 if placement.is_chief:
     json.dump(probabilities.tolist(), open(out, "w"))
 """
