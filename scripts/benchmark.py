@@ -6,6 +6,7 @@
     python scripts/benchmark.py distributed [--train-patients 300] [--repeats 3]
     python scripts/benchmark.py precision [--precision-models small_cnn efficientnet_b0]
     python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
+                                      [--scale-parts sets stream eyepacs] [--baseline-commit C]
     python scripts/benchmark.py uncertainty [--mc-samples 20] [--uncertainty-scans 512]
     python scripts/benchmark.py all
 

@@ -5,6 +5,8 @@
     fundus               fundus image operations (field of view, crop, resize, gradability)
     privacy              pseudonymous scan ids instead of source paths
     ingest, cache        the preprocessing cache, built once, in worker processes
+    cache_entry          one scan into the cache (what a worker runs: decoded no finer
+                         than the cache needs)
     parallel             offline work over all cores with a progress bar
     prepare              a run's data: its manifest, cached paths, bad inputs
     inputs               ``input=`` scans (folder, CSV, file) through a run's preprocessing

@@ -15,32 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from retina.config import CacheFormat, DataConfig, PreprocessConfig
-from retina.data.fundus import gradability_flags, preprocess_fundus
-from retina.data.images import read_image_rgb
+from retina.config import DataConfig, PreprocessConfig
+from retina.data.cache_entry import SUFFIXES, cache_format, ingest_one
 from retina.data.ingest import KEY_COLUMNS, IngestIndex, stat_key
-from retina.data.parallel import run_parallel
-from retina.errors import DataError
-from retina.files import file_sha256, text_sha256, write_atomically
+from retina.data.parallel import iter_parallel
+from retina.files import text_sha256
 
-GRADABILITY_KEY = "retina-gradability"
-JPEG_QUALITY = 95
-JPEG_FROM_SIZE = 384  # cache_format=auto: the size from which PNG decoding starves the stream
-SUFFIXES = {CacheFormat.png: ".png", CacheFormat.jpeg: ".jpg"}
-# Part of every cache key: bump it whenever a change to retina/preprocess.py changes its
-# output, so no run mixes images preprocessed by two versions of the code.
-PREPROCESS_VERSION = 2
-
-
-def cache_format(cfg: PreprocessConfig) -> CacheFormat:
-    """``preprocess.cache_format`` with ``auto`` resolved: PNG (lossless) for small images,
-    JPEG at quality 95 from 384 px, where PNG decodes too slowly to feed a GPU."""
-    if cfg.cache_format != CacheFormat.auto:
-        return CacheFormat(cfg.cache_format)
-    return CacheFormat.jpeg if cfg.image_size >= JPEG_FROM_SIZE else CacheFormat.png
+# Part of every cache key: bump it whenever a change to the preprocessing
+# (retina.data.cache_entry, fundus, images) changes its output, so no run mixes
+# images preprocessed by two versions of the code. 3: scaled decoding, Pillow's resize.
+PREPROCESS_VERSION = 3
+RECORD_EVERY = 500  # scans ingested between saves of the index
 
 
 def config_key(cfg: PreprocessConfig) -> str:
@@ -82,11 +68,16 @@ def build_cache(
     keys = [stat_key(Path(os.path.abspath(Path(data_root) / p))) for p in manifest["path"]]
     records = {key[0]: index.known(key) for key in keys if key is not None}
     todo = sorted({key for key in keys if key is not None and records[key[0]] is None})
-    fresh = run_parallel(
-        _ingest_one, [(key, folder, cfg, salt) for key in todo], workers, "ingesting"
-    )
-    index.record(fresh)
-    records.update({record["source"]: record for record in fresh})
+    jobs = [(Path(key[0]), folder, cfg, salt) for key in todo]
+    entries = iter_parallel(ingest_one, jobs, workers, "ingesting")
+    pending = []  # saved every RECORD_EVERY scans: an interrupted ingest resumes there
+    for key, entry in zip(todo, entries, strict=True):
+        pending.append(dict(zip(KEY_COLUMNS, key, strict=True)) | entry)
+        records[key[0]] = pending[-1]
+        if len(pending) == RECORD_EVERY:
+            index.record(pending)
+            pending = []
+    index.record(pending)
     return _cache_table(manifest, keys, records, folder, cfg)
 
 
@@ -102,67 +93,3 @@ def _cache_table(manifest, keys, records: dict, folder: Path, cfg) -> tuple[pd.D
             rows.append((str(folder / name), record["gradability"]))
     table = pd.DataFrame(rows, columns=["cache_path", "gradability"], index=manifest.index)
     return table, problems
-
-
-def _ingest_one(job: tuple) -> dict:
-    """One source file into the cache (in a worker process): its index record."""
-    key, folder, cfg, salt = job
-    source = Path(key[0])
-    record = dict(zip(KEY_COLUMNS, key, strict=True), sha256="", cached_bytes=0)
-    try:
-        record["sha256"] = file_sha256(source)
-    except OSError as error:
-        return {**record, "gradability": "", "problem": f"unreadable file ({type(error).__name__})"}
-    target = folder / f"{record['sha256']}{SUFFIXES[cache_format(cfg)]}"
-    # The same bytes cached before (another path, or a lost index): reuse what is intact.
-    flags = _intact_flags(target)
-    problem = None if flags is not None else _cache_one(source, target, cfg, salt)
-    if problem:
-        return {**record, "gradability": "", "problem": problem}
-    flags = flags if flags is not None else _intact_flags(target)
-    return {**record, "cached_bytes": target.stat().st_size, "gradability": flags, "problem": ""}
-
-
-def _intact_flags(cached: Path) -> str | None:
-    """The gradability flags stored in a cached image that decodes whole; None when it is
-    missing, damaged or carries none."""
-    try:
-        with Image.open(cached) as image:
-            image.load()
-            if image.format == "PNG":
-                return image.text.get(GRADABILITY_KEY)
-            comment = image.info.get("comment", b"").decode(errors="replace")
-    except (OSError, SyntaxError, ValueError):
-        return None
-    prefix = f"{GRADABILITY_KEY}:"
-    return comment.removeprefix(prefix) if comment.startswith(prefix) else None
-
-
-def _cache_one(source: Path, target: Path, cfg: PreprocessConfig, salt: str) -> str | None:
-    """Preprocesses one scan into the cache; returns why it could not, or None.
-
-    The gradability flags of the source photo travel inside the cached PNG (a text chunk),
-    so a cache entry and its flags are written, and found, together.
-    """
-    try:
-        image = read_image_rgb(source, salt)
-        flags = gradability_flags(image, cfg.fov_threshold) if cfg.gradability else []
-        image = preprocess_fundus(image, cfg)
-    except DataError as error:
-        return str(error).replace(f"{source}: ", "")  # the report names the file already
-    # Written whole or not at all; not fsynced: a lost entry is simply made again.
-    picture, fmt = Image.fromarray(image), cache_format(cfg)
-    write_atomically(target, lambda path: _save(picture, path, flags, fmt), False)
-    return None
-
-
-def _save(image: Image.Image, path: Path, flags: list[str], fmt: CacheFormat) -> None:
-    """PNG with the flags in a text chunk, or JPEG with them in its comment."""
-    text = "; ".join(flags)
-    if fmt == CacheFormat.png:
-        info = PngInfo()
-        info.add_text(GRADABILITY_KEY, text)
-        image.save(path, format="PNG", pnginfo=info)
-    else:
-        comment = f"{GRADABILITY_KEY}:{text}".encode()
-        image.save(path, format="JPEG", quality=JPEG_QUALITY, comment=comment)

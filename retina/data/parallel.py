@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from tqdm import tqdm
@@ -16,20 +16,27 @@ def cpu_count() -> int:
 
 
 def run_parallel(function: Callable, jobs: list, workers: int, what: str) -> list:
-    """``[function(job) for job in jobs]`` over ``workers`` processes (0: all cores).
+    """``[function(job) for job in jobs]`` over ``workers`` processes (0: all cores)."""
+    return list(iter_parallel(function, jobs, workers, what))
+
+
+def iter_parallel(function: Callable, jobs: list, workers: int, what: str) -> Iterator:
+    """``function(job)`` for each job, in order, as they finish, over ``workers`` processes
+    (0: all cores), with a progress bar (scans/s, time left).
 
     Workers are spawned, not forked: a fork of a process that already runs TensorFlow's
     threads can deadlock. They import numpy/scikit-image only, never TensorFlow.
     """
     if not jobs:
-        return []  # no empty progress bar
+        return  # no empty progress bar
     workers = workers or cpu_count()
-    progress = dict(total=len(jobs), desc=what, unit="img", mininterval=1.0)
+    progress = dict(total=len(jobs), desc=what, unit="scan", mininterval=1.0)
     # Inside a joblib (loky) worker of a parallel sweep, spawned children fail to start
     # (their bootstrap asks for a "loky" context); the sweep is the parallelism there.
     in_loky_worker = multiprocessing.get_start_method(allow_none=True) == "loky"
     if workers == 1 or len(jobs) < 8 or in_loky_worker:
-        return [function(job) for job in tqdm(jobs, **progress)]
+        yield from (function(job) for job in tqdm(jobs, **progress))
+        return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        chunks = max(1, len(jobs) // (workers * 8))
-        return list(tqdm(pool.map(function, jobs, chunksize=chunks), **progress))
+        chunks = max(1, min(16, len(jobs) // (workers * 8)))
+        yield from tqdm(pool.map(function, jobs, chunksize=chunks), **progress)

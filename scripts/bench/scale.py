@@ -1,6 +1,7 @@
-"""``python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]``:
-what start-up, ingest, an epoch and an evaluation cost as the number of scans grows, and
-how fast each cache format streams at 512 px.
+"""``python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
+[--scale-parts sets stream eyepacs] [--baseline-commit C]``: what start-up, ingest, an
+epoch and an evaluation cost as the number of scans grows, how fast each cache format
+streams at 512 px, and the cold ingest of EyePACS-size photographs (``bench.eyepacs``).
 
 Folder-layout sets of distinct JPEG scans (each a rendered fundus with its own noise, so
 no two files share bytes) at ``--scale-sizes`` scans of ``--scale-source`` px, plus one
@@ -33,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import eyepacs
 from bench.common import ROOT
 
 BASES = 12  # rendered photographs the scans are made from
+PARTS = ["sets", "stream", "eyepacs"]
 SMALL_MODEL = ["model.widths=[8,16]", "preprocess.image_size=64", "train.batch_size=32"]
 
 
@@ -46,6 +49,10 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--scale-work", default=str(Path(tempfile.gettempdir()) / "retina-bench-scale")
     )
+    parser.add_argument(
+        "--scale-parts", nargs="+", choices=PARTS, default=PARTS, help="scale: what to run"
+    )
+    eyepacs.add_arguments(parser)
 
 
 def _render_bases(height: int) -> list[np.ndarray]:
@@ -212,7 +219,7 @@ def stream_rates(work: Path, size: int = 512, count: int = 256) -> dict:
     from PIL import Image
 
     from retina.config import PreprocessConfig
-    from retina.data.cache import JPEG_QUALITY
+    from retina.data.cache_entry import JPEG_QUALITY
     from retina.data.fundus import preprocess_fundus
 
     folder = work / "stream"
@@ -277,9 +284,21 @@ def _ratios(small: list[dict]) -> dict:
 
 
 def run(args) -> dict:
-    """Start-up, ingest, epoch and evaluation as the scans grow; stream rates per format."""
+    """Start-up, ingest, epoch and evaluation as the scans grow; stream rates per format;
+    cold ingest of EyePACS-size photographs (``bench.eyepacs``)."""
     work = Path(args.scale_work)
     work.mkdir(parents=True, exist_ok=True)
+    result = {}
+    if "sets" in args.scale_parts:
+        result.update(_sets(args, work))
+    if "stream" in args.scale_parts:
+        result["stream_images_per_s_per_core_512px"] = stream_rates(work)
+    if "eyepacs" in args.scale_parts:
+        result.update(eyepacs.run_eyepacs(args, work))
+    return result
+
+
+def _sets(args, work: Path) -> dict:
     sets = [(work / f"set-{n}", n, args.scale_source) for n in args.scale_sizes]
     sets.append((work / f"set-heavy-{args.heavy_scans}", args.heavy_scans, 2048))
     rows = [measure_set(root, make_set(root, n, px), work) for root, n, px in sets]
@@ -287,8 +306,4 @@ def run(args) -> dict:
     for row in rows:
         row["evaluation_s_per_1k_scans"] = rates[row.pop("run_dir")]
     small = [row for row in rows if row["source_px"] == args.scale_source]
-    return {
-        "sets": rows,
-        "stream_images_per_s_per_core_512px": stream_rates(work),
-        "ratios": _ratios(small),
-    }
+    return {"sets": rows, "ratios": _ratios(small)}
