@@ -172,5 +172,10 @@ def _policy_key(method, measure, samples, calibrated, checkpoint) -> dict:
 
 
 def refer(uncertainty: np.ndarray, referred: np.ndarray, policy: dict) -> np.ndarray:
-    """Refer when too uncertain, or when the operating point refers anyway."""
-    return (np.asarray(uncertainty) > policy["threshold"]) | np.asarray(referred, bool)
+    """Refer when too uncertain, or when the operating point refers anyway.
+
+    Compared in float32, as the SavedModel compares: a scan whose every MC sample is
+    saturated sits exactly at the largest entropy, ln 2, where a threshold chosen among
+    such scans lies too, and float64 and float32 would round that tie apart."""
+    too_uncertain = np.float32(uncertainty) > np.float32(policy["threshold"])
+    return too_uncertain | np.asarray(referred, bool)
