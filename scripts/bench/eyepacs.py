@@ -9,7 +9,7 @@ timed inside it (imports excluded), interleaved so a slow spell of the machine h
 - ingest, one worker: ``build_cache(..., workers=1)`` into an empty cache;
 - ingest, all workers: ``workers=0`` (one process per core), their start-up included;
 - ingest by ``--baseline-commit``'s code (``git archive`` of that commit's ``retina``),
-  one worker: the rate before a change, measured in the same run.
+  one worker, of the first ``--baseline-scans``: the rate before a change, same run.
 
 Figures are the median over ``--eyepacs-rounds`` rounds; peak RSS of the one-worker
 ingest process (``VmHWM``: ``ru_maxrss`` would carry the benchmark's own over ``exec``)
@@ -43,26 +43,29 @@ started = time.perf_counter()
 for path in paths:
     with Image.open(path) as image:
         image.load()
-print("RESULT", time.perf_counter() - started, 0)
+print("RESULT", len(paths) / (time.perf_counter() - started), 0)
 """
 INGEST = """
 import resource, shutil, sys, time, pandas as pd
 from retina.config import PreprocessConfig
 from retina.data.cache import build_cache
-root, cache, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
-rows = pd.read_csv(f"{root}/labels.csv")
+root, cache, workers, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rows = pd.read_csv(f"{root}/labels.csv").head(limit)
 shutil.rmtree(cache, ignore_errors=True)
 started = time.perf_counter()
 build_cache(rows, root, PreprocessConfig(image_size=SIZE), cache, workers=workers)
 seconds = time.perf_counter() - started
 own = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
-children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print("RESULT", seconds, children / 1024 if workers != 1 else int(own.split()[1]) / 1024)
+children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print("RESULT", len(rows) / seconds, children if workers != 1 else int(own.split()[1]) / 1024)
 """.replace("SIZE", str(CACHE_PX))
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--eyepacs-scans", type=int, default=200, help="scale: 3888x2592 JPEGs")
+    parser.add_argument("--eyepacs-scans", type=int, default=600, help="scale: 3888x2592 JPEGs")
+    parser.add_argument(
+        "--baseline-scans", type=int, default=48, help="scale: how many the baseline ingests"
+    )
     parser.add_argument("--eyepacs-rounds", type=int, default=3)
     parser.add_argument("--baseline-commit", help="scale: ingest by this commit's code too")
 
@@ -116,7 +119,7 @@ def _baseline_code(commit: str, work: Path) -> Path:
 
 
 def _measure(code: str, args: list[str], code_root: Path = ROOT) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) that one process reports of its own work."""
+    """(scans/s, peak RSS in MiB) that one process reports of its own work."""
     environment = {**os.environ, "PYTHONPATH": str(code_root), "TQDM_DISABLE": "1"}
     output = subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -126,8 +129,8 @@ def _measure(code: str, args: list[str], code_root: Path = ROOT) -> tuple[float,
         text=True,
         check=True,
     ).stdout
-    seconds, rss = output.split("RESULT")[-1].split()
-    return float(seconds), float(rss)
+    rate, rss = output.split("RESULT")[-1].split()
+    return float(rate), float(rss)
 
 
 def run_eyepacs(args, work: Path) -> dict:
@@ -138,22 +141,21 @@ def run_eyepacs(args, work: Path) -> dict:
     facts = make_eyepacs_set(root, args.eyepacs_scans)
     paths = [str(path) for path in sorted((root / "scans").iterdir())]
     cache = str(work / "cache-eyepacs")
+    every = str(facts["scans"])
     operations = {
         "decode_only_1_core": (DECODE_ONLY, paths, ROOT),
-        "ingest_1_worker": (INGEST, [str(root), cache, "1"], ROOT),
-        "ingest_all_workers": (INGEST, [str(root), cache, "0"], ROOT),
+        "ingest_1_worker": (INGEST, [str(root), cache, "1", every], ROOT),
+        "ingest_all_workers": (INGEST, [str(root), cache, "0", every], ROOT),
     }
     if args.baseline_commit:
         code = _baseline_code(args.baseline_commit, work)
-        operations["ingest_1_worker_baseline"] = (INGEST, [str(root), cache, "1"], code)
+        baseline = [str(root), cache, "1", str(args.baseline_scans)]
+        operations["ingest_1_worker_baseline"] = (INGEST, baseline, code)
     samples = {name: [] for name in operations}
     for _ in range(args.eyepacs_rounds):
         for name, (code, arguments, code_root) in operations.items():
             samples[name].append(_measure(code, arguments, code_root))
-    rates = {
-        name: facts["scans"] / statistics.median(seconds for seconds, _ in runs)
-        for name, runs in samples.items()
-    }
+    rates = {name: statistics.median(rate for rate, _ in runs) for name, runs in samples.items()}
     rss = {name: max(peak for _, peak in runs) for name, runs in samples.items()}
     return {
         "eyepacs_set": {**facts, "cores": cpu_count()},
