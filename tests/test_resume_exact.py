@@ -118,6 +118,24 @@ def test_each_grading_head_resumes_bit_exact(workspace, head):
     }
 
 
+# A small ViT with stochastic depth: the drop-path masks' seed generators must resume too.
+VIT = ["model=vit", "model.width=32", "model.depth=2", "model.heads=2", "model.drop_path=0.2"]
+
+
+@pytest.mark.parametrize("precision", ["float32", _slow("mixed_bfloat16")])
+def test_a_vision_transformer_resumes_bit_exact(workspace, precision):
+    baseline, run_dir = (
+        workspace / f"baseline-vit-{precision}",
+        workspace / f"killed-vit-{precision}",
+    )
+    result = run_module("retina.train", *_args(workspace, baseline, precision, *VIT), cwd=workspace)
+    assert result.returncode == 0, result.stderr[-3000:]
+    args = _args(workspace, run_dir, precision, *VIT)
+    _kill_resume_and_compare(workspace, run_dir, args, "step:7", baseline)
+    # The drop-path masks' generators, two blocks x two branches (the head's dropout is 0).
+    assert len([key for key in _final_state(run_dir) if key.startswith("rng/")]) == 4
+
+
 def _kill_resume_and_compare(workspace, run_dir, args, fault: str, baseline) -> None:
     """Runs ``args`` (training ``run_dir``) killed at ``fault``, resumes it, and compares
     the end with ``baseline``: every tensor of the final checkpoint, steps.csv to the bit,

@@ -102,6 +102,13 @@ class ModelConfig:
     num_classes: int = 5
     head: Head = Head.softmax
     weights: str = "none"
+    # Vision Transformers (retina.models.vit): the shape of model.name=vit (vit_base_patch16
+    # and vit_large_patch16 have their own), and the stochastic depth of the last block.
+    patch_size: int = 16
+    width: int = 192
+    depth: int = 4
+    heads: int = 3
+    drop_path: float = 0.0
 
 
 @dataclass

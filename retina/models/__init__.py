@@ -4,11 +4,12 @@
     heads          the classifier head every model ends in (``head_*`` layers)
     small_cnn      the default model
     applications   keras.applications backbones (ResNet50, EfficientNet B0-B4, InceptionV3)
+    vit            Vision Transformers in RETFound's layout (ViT-B/16, ViT-L/16, a small one)
 
 Importing this package registers every model.
 """
 
-from retina.models import applications, small_cnn  # noqa: F401  (each registers itself)
+from retina.models import applications, small_cnn, vit  # noqa: F401  (each registers itself)
 from retina.models.registry import (
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,

@@ -74,7 +74,7 @@ class CoralLogits(layers.Layer):
 # Grad-CAM (retina/saliency.py) takes the feature map from its input (for avg_max pooling,
 # from the input of head_avg_pool, which feeds it).
 POOL_LAYER, AVG_POOL_LAYER, MAX_POOL_LAYER = "head_pool", "head_avg_pool", "head_max_pool"
-DROPOUT_LAYER, LOGITS_LAYER = "head_dropout", "head_logits"
+NORM_LAYER, DROPOUT_LAYER, LOGITS_LAYER = "head_norm", "head_dropout", "head_logits"
 
 
 def pool_feature_map(feature_map, pooling: str):
@@ -110,10 +110,16 @@ def pool_layers(feature_map, pooling: str):
     return layers.Concatenate(name=POOL_LAYER)([average, maximum])
 
 
-def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg"):
-    """Pooling, dropout, then the output layer ``cfg.head`` asks for on the backbone's last
-    ``feature_map``; returns float32 outputs."""
-    x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(pool_layers(feature_map, pooling))
+def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg", norm: bool = False):
+    """Pooling, a LayerNorm when ``norm`` (a ViT's: RETFound's ``fc_norm``, applied twice
+    as RETFound's code applies it on the timm it pins, once in its ``forward_features`` and
+    again in timm's ``forward_head``), dropout, then the output layer ``cfg.head`` asks for
+    on the backbone's last ``feature_map``; returns float32 outputs."""
+    x = pool_layers(feature_map, pooling)
+    if norm:
+        layer_norm = layers.LayerNormalization(epsilon=1e-6, name=NORM_LAYER)
+        x = layer_norm(layer_norm(x))
+    x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(x)
     # float32 outputs: under mixed precision a float16 softmax loses the small probabilities.
     if cfg.head == "coral":
         return CoralLogits(dtype="float32", name=LOGITS_LAYER)(x)

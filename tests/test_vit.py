@@ -1,0 +1,141 @@
+"""Vision Transformers in RETFound's layout, and RETFound's weights read without PyTorch.
+
+The fixture (tests/fixtures/retfound_tiny/, a few KB) was made by RETFound's own model code
+with PyTorch in a throwaway environment: ``make_fixture.py`` there says how; the project
+never imports PyTorch.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from retina.config import ModelConfig
+from retina.errors import ConfigError
+from retina.models import build_model
+from retina.models.foreign_weights import read_state_dict, resize_position_embedding
+
+FIXTURE = Path(__file__).parent / "fixtures" / "retfound_tiny"
+TINY = dict(name="vit", patch_size=8, width=16, depth=2, heads=2)
+
+
+@pytest.fixture(scope="module")
+def expected():
+    with np.load(FIXTURE / "expected.npz") as archive:
+        return dict(archive)
+
+
+def _features(weights: Path, size: int = 32):
+    """The model built with these weights, and the features its head reads for the
+    fixture's images (None at another size)."""
+    model = build_model(ModelConfig(**TINY, weights=str(weights)), size)
+    with np.load(FIXTURE / "expected.npz") as archive:
+        images = archive["images"]
+    if size != images.shape[1]:
+        return model, None
+    features_of = keras.Model(model.input, model.get_layer("head_dropout").input)
+    return model, np.asarray(features_of(images, training=False))
+
+
+def test_retfound_weights_give_retfounds_outputs(expected):
+    """The features RETFound's head reads, and its logits from them (the loader drops the
+    head, as fine-tuning does; its weights are applied here by hand)."""
+    _, features = _features(FIXTURE / "retfound_tiny.pth")
+    np.testing.assert_allclose(features, expected["features"], atol=1e-5, rtol=0)
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    logits = features @ state["head.weight"].T + state["head.bias"]
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-5, rtol=0)
+
+
+def test_safetensors_and_npz_of_the_same_weights_give_identical_outputs(tmp_path):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    save_file(state, tmp_path / "weights.safetensors")
+    np.savez(tmp_path / "weights.npz", **state)
+    _, from_pth = _features(FIXTURE / "retfound_tiny.pth")
+    for name in ("weights.safetensors", "weights.npz"):
+        np.testing.assert_array_equal(_features(tmp_path / name)[1], from_pth)
+
+
+def test_the_position_embedding_is_resized_as_retfound_resizes_it(expected):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    resized = resize_position_embedding(state["pos_embed"], 6)
+    np.testing.assert_allclose(resized, expected["pos_embed_6x6"], atol=1e-6, rtol=0)
+    model, _ = _features(FIXTURE / "retfound_tiny.pth", size=48)  # a 6 x 6 grid
+    np.testing.assert_allclose(
+        model.get_layer("tokens").pos_embed.numpy(), expected["pos_embed_6x6"], atol=1e-6
+    )
+
+
+class _RunsACommand:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch /tmp/retina-hostile-pth-ran",)
+
+
+def test_a_pth_whose_pickle_would_run_code_is_refused_before_anything_runs(tmp_path):
+    marker = Path("/tmp/retina-hostile-pth-ran")
+    marker.unlink(missing_ok=True)
+    hostile = tmp_path / "hostile.pth"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"model": _RunsACommand()}))
+        archive.writestr("archive/byteorder", "little")
+    with pytest.raises(ConfigError, match=r"refused, before running anything.*(posix|os)\.system"):
+        read_state_dict(hostile)
+    assert not marker.exists()
+
+
+def _saved(tmp_path, state) -> Path:
+    path = tmp_path / "changed.npz"
+    np.savez(path, **state)
+    return path
+
+
+def test_a_missing_key_fails_naming_it(tmp_path):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    del state["blocks.1.mlp.fc2.bias"]
+    with pytest.raises(ConfigError, match=r"lacks: blocks\.1\.mlp\.fc2\.bias"):
+        _features(_saved(tmp_path, state))
+
+
+def test_a_misshapen_key_fails_naming_it(tmp_path):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    state["blocks.0.mlp.fc1.weight"] = state["blocks.0.mlp.fc1.weight"][:, :8]
+    with pytest.raises(ConfigError, match=r"blocks\.0\.mlp\.fc1\.weight has shape \(64, 8\)"):
+        _features(_saved(tmp_path, state))
+
+
+def test_an_unknown_key_fails_naming_it(tmp_path):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    state["blocks.2.attn.qkv.weight"] = state["blocks.1.attn.qkv.weight"]
+    with pytest.raises(ConfigError, match=r"no place for: blocks\.2\.attn\.qkv\.weight"):
+        _features(_saved(tmp_path, state))
+
+
+def test_a_fixed_shape_refuses_other_keys():
+    with pytest.raises(ConfigError, match=r"model\.depth=4 \(it has 24\)"):
+        build_model(ModelConfig(name="vit_large_patch16", patch_size=16, width=1024, heads=16), 224)
+
+
+def test_an_image_size_off_the_patch_grid_is_refused():
+    with pytest.raises(ConfigError, match="not a multiple"):
+        build_model(ModelConfig(**TINY), 36)
+
+
+def test_drop_path_drops_whole_samples_in_training_only():
+    model = build_model(ModelConfig(**TINY, drop_path=0.5, dropout=0.0), 32)
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    inference = [np.asarray(model(images, training=False)) for _ in range(2)]
+    training = [np.asarray(model(images, training=True)) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    assert not np.allclose(training[0], training[1])  # other samples' branches dropped
+    unchanged = build_model(ModelConfig(**TINY, drop_path=0.0, dropout=0.0), 32)
+    np.testing.assert_array_equal(
+        np.asarray(unchanged(images, training=True)), np.asarray(unchanged(images, training=False))
+    )
