@@ -139,3 +139,69 @@ def test_drop_path_drops_whole_samples_in_training_only():
     np.testing.assert_array_equal(
         np.asarray(unchanged(images, training=True)), np.asarray(unchanged(images, training=False))
     )
+
+
+def _one_sgd_step(layer_decay: float, weight_decay: float = 0.0, name: str = "sgd"):
+    """Each variable's change after one step of all-ones gradients at rate 1 (momentum 0)."""
+    import tensorflow as tf
+
+    from retina.config import OptimizerSpec, ScheduleConfig
+    from retina.training.layer_decay import layer_scales
+    from retina.training.optimizers import RateSetup, build_all, build_optimizer
+
+    model = build_model(ModelConfig(**TINY), 32)
+    spec = OptimizerSpec(
+        name=name,
+        learning_rate=1.0,
+        momentum=0.0,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+    )
+    optimizer = build_optimizer(
+        spec, "float32", RateSetup(ScheduleConfig(), 1, 1, tf.Variable(1.0))
+    )
+    variables = list(model.trainable_variables)
+    build_all({"all": optimizer}, {"all": variables}, layer_scales(model, layer_decay))
+    before = [np.array(v.numpy()) for v in variables]
+    optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])
+    return {v.path: before[i] - v.numpy() for i, v in enumerate(variables)}, before
+
+
+# Two blocks, decay 0.5: RETFound's param_groups_lrd gives these rate scales.
+RETFOUND_SCALES = {
+    "patch_embed": 0.125,
+    "tokens": 0.125,
+    "block_0": 0.25,
+    "block_1": 0.5,
+    "head_": 1,
+}
+
+
+def _retfound_scale(path: str) -> float:
+    return next(scale for prefix, scale in RETFOUND_SCALES.items() if path.startswith(prefix))
+
+
+def test_layer_decay_gives_each_block_retfounds_rate():
+    """Without decay every variable moves by the full rate."""
+    changes, _ = _one_sgd_step(0.5)
+    for path, change in changes.items():
+        np.testing.assert_allclose(change, _retfound_scale(path), rtol=1e-6, err_msg=path)
+    plain, _ = _one_sgd_step(1.0)
+    assert all(np.allclose(change, 1.0) for change in plain.values())
+
+
+def test_layer_decay_scales_adamws_decoupled_weight_decay_on_kernels_only():
+    """Adam's first step of a constant gradient moves by the rate; the decay shrinks
+    kernels by weight_decay x the same scaled rate (PyTorch's AdamW per parameter group)."""
+    changes, before = _one_sgd_step(0.5, weight_decay=0.1, name="adamw")
+    for (path, change), start in zip(changes.items(), before, strict=True):
+        rate = _retfound_scale(path)
+        decay = start * 0.1 * rate if path.endswith("kernel") else 0.0
+        np.testing.assert_allclose(change, rate + decay, rtol=1e-4, atol=1e-6, err_msg=path)
+
+
+def test_layer_decay_is_refused_for_a_cnn():
+    from retina.training.layer_decay import layer_scales
+
+    with pytest.raises(ConfigError, match=r"optimizer\.layer_decay=0\.65 .* model\.name=small_cnn"):
+        layer_scales(build_model(ModelConfig(), 64), 0.65)

@@ -129,6 +129,7 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     momentum: float = 0.9
     clip_global_norm: float = 0.0
+    layer_decay: float = 1.0  # a ViT's per-block rate decay (retina.training.layer_decay); 1: off
 
 
 @dataclass

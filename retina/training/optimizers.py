@@ -17,22 +17,31 @@ from retina.config import (
     require_choice,
 )
 from retina.errors import ConfigError
+from retina.training.layer_decay import LayerScaled, layer_scaled
 from retina.training.schedules import ScheduledRate, check_schedule
 
 # Models name the layers of their classifier head with this prefix (see models/).
 HEAD_PREFIX = "head_"
 
 
-def _adam(spec: OptimizerSpec, rate, clip):
-    return keras.optimizers.Adam(rate, global_clipnorm=clip)
+def _adam(spec: OptimizerSpec, rate, clip, scaled: bool):
+    return _class(keras.optimizers.Adam, scaled)(rate, global_clipnorm=clip)
 
 
-def _adamw(spec: OptimizerSpec, rate, clip):
+def _adamw(spec: OptimizerSpec, rate, clip, scaled: bool):
+    if scaled:  # its decoupled decay at each variable's own rate (retina.training.layer_decay)
+        optimizer = layer_scaled(keras.optimizers.Adam)(rate, global_clipnorm=clip)
+        optimizer.decoupled_decay = spec.weight_decay
+        return optimizer
     return keras.optimizers.AdamW(rate, weight_decay=spec.weight_decay, global_clipnorm=clip)
 
 
-def _sgd(spec: OptimizerSpec, rate, clip):
-    return keras.optimizers.SGD(rate, momentum=spec.momentum, global_clipnorm=clip)
+def _sgd(spec: OptimizerSpec, rate, clip, scaled: bool):
+    return _class(keras.optimizers.SGD, scaled)(rate, momentum=spec.momentum, global_clipnorm=clip)
+
+
+def _class(optimizer_class: type, scaled: bool) -> type:
+    return layer_scaled(optimizer_class) if scaled else optimizer_class
 
 
 OPTIMIZERS = {OptimizerName.adam: _adam, OptimizerName.adamw: _adamw, OptimizerName.sgd: _sgd}
@@ -70,7 +79,8 @@ def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str
         rates.scale,
         rates.global_step,
     )
-    optimizer = OPTIMIZERS[name](spec, rate, spec.clip_global_norm or None)
+    scaled = spec.layer_decay != 1
+    optimizer = OPTIMIZERS[name](spec, rate, spec.clip_global_norm or None, scaled)
     if uses_loss_scaling(policy):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -110,9 +120,14 @@ def variable_groups(model: keras.Model, names: list[str]) -> dict[str, list]:
     return {"backbone": backbone, "head": head}
 
 
-def build_all(optimizers: dict, groups: dict) -> None:
-    """Creates every moment variable now, so a restore can be verified (restore step 2)."""
+def build_all(optimizers: dict, groups: dict, scales: dict[str, float] | None = None) -> None:
+    """Creates every moment variable now, so a restore can be verified (restore step 2);
+    a layer-scaled optimizer learns each variable's rate scale from ``scales``
+    (``retina.training.layer_decay.layer_scales``)."""
     for name, optimizer in optimizers.items():
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a loss scale
+        if isinstance(inner, LayerScaled):
+            inner.set_scales(groups[name], scales or {})
         optimizer.build(groups[name])
 
 
