@@ -99,6 +99,7 @@ FIXED_CHOICES = [
     ("train.precision", [], ["auto", "float32", "mixed_float16", "mixed_bfloat16"]),
     ("train.on_nonfinite", [], ["stop", "rollback"]),
     ("train.sampler", [], ["shuffle", "balanced"]),
+    ("train.adaptation", [], ["finetune", "linear_probe"]),
     ("checkpoint.best_metric", [], ["referable_auc", "sensitivity", "specificity"]),
     ("checkpoint.best_mode", [], ["max", "min"]),
     ("model.head", [], ["softmax", "coral", "corn", "regression", "referable"]),

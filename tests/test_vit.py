@@ -205,3 +205,25 @@ def test_layer_decay_is_refused_for_a_cnn():
 
     with pytest.raises(ConfigError, match=r"optimizer\.layer_decay=0\.65 .* model\.name=small_cnn"):
         layer_scales(build_model(ModelConfig(), 64), 0.65)
+
+
+def test_a_linear_probe_trains_the_last_layer_only(shared_data, tmp_path):
+    """RETFound's weights under train.adaptation=linear_probe: after training, every weight
+    but head_logits' is the file's (head_norm too, as RETFound's probe freezes fc_norm)."""
+    from conftest import smoke_config
+    from retina.inference.restore import load_run_model
+    from retina.training.loop import train
+
+    weights = tmp_path / "retfound.npz"
+    np.savez(weights, **read_state_dict(FIXTURE / "retfound_tiny.pth"))
+    shape = [f"model.{key}={value}" for key, value in TINY.items() if key != "name"]
+    overrides = ["model=vit", *shape, f"model.weights={weights}", "train.adaptation=linear_probe"]
+    cfg = smoke_config(shared_data, overrides)
+    train(cfg, tmp_path / "run")
+    _, trained, _ = load_run_model(tmp_path / "run", "latest")
+    loaded = build_model(cfg.model, cfg.preprocess.image_size)
+    for before, after in zip(loaded.weights, trained.weights, strict=True):
+        if before.path.startswith("head_logits"):
+            assert not np.array_equal(before.numpy(), after.numpy()), before.path
+        else:
+            np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)

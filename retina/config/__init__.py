@@ -11,6 +11,7 @@ libraries, and every other package may import it. Import names from ``retina.con
 """
 
 from retina.config.choices import (
+    Adaptation,
     BestMode,
     CacheFormat,
     Cluster,
@@ -95,6 +96,7 @@ __all__ = [
     "PreprocessConfig",
     "RunConfig",
     "Sampler",
+    "Adaptation",
     "ScheduleConfig",
     "ScheduleName",
     "Split",

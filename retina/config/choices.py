@@ -98,6 +98,11 @@ class Sampler(StrEnum):
     balanced = "balanced"
 
 
+class Adaptation(StrEnum):
+    finetune = "finetune"  # every layer learns (train.freeze_backbone_epochs may hold some)
+    linear_probe = "linear_probe"  # only head_logits learns (RETFound's --adaptation lp)
+
+
 class OnNonfinite(StrEnum):
     stop = "stop"
     rollback = "rollback"

@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from retina.config.choices import (
+    Adaptation,
     BestMode,
     CacheFormat,
     Cluster,
@@ -181,6 +182,7 @@ class TrainLoopConfig:
     jit_compile: bool = False
     ema_decay: float = 0.0
     freeze_backbone_epochs: int = 0
+    adaptation: Adaptation = Adaptation.finetune
     limit_train_scans: int = 0
     evaluate_test: bool = True
     on_nonfinite: OnNonfinite = OnNonfinite.stop

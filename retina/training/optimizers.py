@@ -131,9 +131,10 @@ def build_all(optimizers: dict, groups: dict, scales: dict[str, float] | None = 
         optimizer.build(groups[name])
 
 
-def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freezes or unfreezes every layer outside the head. A frozen BatchNormalization layer
+def set_backbone_trainable(model: keras.Model, trainable: bool, keep: str = HEAD_PREFIX) -> None:
+    """Freezes or unfreezes every layer whose name does not start with ``keep`` (the head's
+    layers; ``head_logits`` alone for a linear probe). A frozen BatchNormalization layer
     also runs in inference mode (Keras 3), keeping pretrained statistics intact."""
     for layer in model.layers:
-        if layer.weights and not layer.name.startswith(HEAD_PREFIX):
+        if layer.weights and not layer.name.startswith(keep):
             layer.trainable = trainable

@@ -24,7 +24,7 @@ from retina.checkpoint.files import has_checkpoints
 from retina.checkpoint.read import resolve_checkpoint, restore_weights
 from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
-from retina.config import RunConfig
+from retina.config import Adaptation, RunConfig
 from retina.data.fundus import surround_value
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data
@@ -33,7 +33,7 @@ from retina.errors import ConfigError
 from retina.files import text_sha256
 from retina.inference.outputs import make_output_step
 from retina.models import build_model, without_pretrained
-from retina.models.heads import num_outputs
+from retina.models.heads import LOGITS_LAYER, num_outputs
 from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,
@@ -45,6 +45,7 @@ from retina.training.ema import WeightAverage
 from retina.training.layer_decay import layer_scales
 from retina.training.losses import make_loss
 from retina.training.optimizers import (
+    HEAD_PREFIX,
     RateSetup,
     build_all,
     build_optimizers,
@@ -95,13 +96,15 @@ class Session:
         return has_loss_scaling(self.state.optimizers)
 
     def train_function(self, epoch: int):
-        """The compiled steps for ``epoch``: head only while the backbone is frozen.
+        """The compiled steps for ``epoch``: head only while the backbone is frozen, the
+        last linear layer only for a linear probe (``train.adaptation``).
 
         Trainability is set before every use because tracing reads it (which variables get
         gradients, and whether a frozen BatchNormalization normalizes in inference mode).
         """
-        frozen = epoch < self.cfg.train.freeze_backbone_epochs
-        set_backbone_trainable(self.state.model, not frozen)
+        probe = self.cfg.train.adaptation == Adaptation.linear_probe
+        frozen = probe or epoch < self.cfg.train.freeze_backbone_epochs
+        set_backbone_trainable(self.state.model, not frozen, LOGITS_LAYER if probe else HEAD_PREFIX)
         if frozen not in self._functions:
             self._functions[frozen] = make_train_function(
                 self.state,
