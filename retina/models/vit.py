@@ -47,6 +47,7 @@ SHAPES = {
     "vit_large_patch16": ViTShape(16, 1024, 24, 16),  # RETFound's
 }
 SHAPE_KEYS = ("patch_size", "width", "depth", "heads")
+UNSET_SHAPE = ViTShape(*(ModelConfig.__dataclass_fields__[key].default for key in SHAPE_KEYS))
 
 
 @keras.saving.register_keras_serializable(package="retina")
@@ -138,9 +139,12 @@ class TransformerBlock(layers.Layer):
 
 def vit_shape(cfg: ModelConfig) -> ViTShape:
     """The named model's shape; for ``vit``, the model.* keys'. A fixed shape whose keys
-    were changed is refused (RETFound's weights fit only their own)."""
+    were changed from its own (or, left all at ModelConfig's defaults, from those) is
+    refused: RETFound's weights fit only their own."""
     asked = ViTShape(*(getattr(cfg, key) for key in SHAPE_KEYS))
     fixed = SHAPES.get(cfg.name)
+    if fixed is not None and asked == UNSET_SHAPE:  # a ModelConfig built in code
+        return fixed
     if fixed is not None and fixed != asked:
         differing = [
             f"model.{key}={getattr(asked, key)} (it has {getattr(fixed, key)})"
