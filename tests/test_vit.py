@@ -227,3 +227,22 @@ def test_a_linear_probe_trains_the_last_layer_only(shared_data, tmp_path):
             assert not np.array_equal(before.numpy(), after.numpy()), before.path
         else:
             np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+
+
+def test_grad_cam_reads_the_patch_grid_through_the_whole_head():
+    """Grad-CAM's hand-applied head (pooling, fc_norm twice, logits) gives the model's own
+    logits, and its map covers the image from the 4 x 4 patch grid."""
+    import tensorflow as tf
+
+    from retina.explanations.saliency import feature_map_model, grad_cam
+    from retina.models.heads import logits_from_pooled, pool_feature_map
+
+    model, _ = _features(FIXTURE / "retfound_tiny.pth")
+    with np.load(FIXTURE / "expected.npz") as archive:
+        images = archive["images"]
+    grid = feature_map_model(model)(images, training=False)
+    assert tuple(grid.shape[1:3]) == (4, 4)
+    by_hand = logits_from_pooled(model)(pool_feature_map(tf.convert_to_tensor(grid), "avg"))
+    np.testing.assert_allclose(by_hand, model(images, training=False), atol=1e-6)
+    maps = grad_cam(model, images)
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.max() > 0

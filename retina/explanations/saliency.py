@@ -26,7 +26,7 @@ from skimage.filters import gaussian
 from retina.errors import ConfigError
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.models.grading import Grading, grading_of
-from retina.models.heads import LOGITS_LAYER, feature_map_of, pool_feature_map, pooling_of
+from retina.models.heads import feature_map_of, logits_from_pooled, pool_feature_map, pooling_of
 
 REFERABLE = "referable"
 OCCLUSION_BATCH = 64  # occluded copies scored at a time
@@ -67,7 +67,7 @@ def grad_cam_function(model: keras.Model, target: str):
     """A ``tf.function`` ``uint8 images -> (batch, height, width)`` Grad-CAM maps."""
     check_target(target, model)
     features_of, pooling = feature_map_model(model), pooling_of(model)
-    logits_of, grading = model.get_layer(LOGITS_LAYER), grading_of(model)
+    logits_of, grading = logits_from_pooled(model), grading_of(model)
 
     @tf.function
     def maps(images):

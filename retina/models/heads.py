@@ -110,6 +110,21 @@ def pool_layers(feature_map, pooling: str):
     return layers.Concatenate(name=POOL_LAYER)([average, maximum])
 
 
+def apply_head_norm(layer_norm, x):
+    """RETFound's ``fc_norm``, twice (see ``build_head``)."""
+    return layer_norm(layer_norm(x))
+
+
+def logits_from_pooled(model):
+    """The head after its pooling as a function, dropout off: ``head_norm`` (a ViT's) and
+    ``head_logits``; what Grad-CAM applies to the pooled feature map it holds on a tape."""
+    logits = model.get_layer(LOGITS_LAYER)
+    if NORM_LAYER not in {layer.name for layer in model.layers}:
+        return logits
+    norm = model.get_layer(NORM_LAYER)
+    return lambda pooled: logits(apply_head_norm(norm, pooled))
+
+
 def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg", norm: bool = False):
     """Pooling, a LayerNorm when ``norm`` (a ViT's: RETFound's ``fc_norm``, applied twice
     as RETFound's code applies it on the timm it pins, once in its ``forward_features`` and
@@ -117,8 +132,7 @@ def build_head(feature_map, cfg: ModelConfig, pooling: str = "avg", norm: bool =
     on the backbone's last ``feature_map``; returns float32 outputs."""
     x = pool_layers(feature_map, pooling)
     if norm:
-        layer_norm = layers.LayerNormalization(epsilon=1e-6, name=NORM_LAYER)
-        x = layer_norm(layer_norm(x))
+        x = apply_head_norm(layers.LayerNormalization(epsilon=1e-6, name=NORM_LAYER), x)
     x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(x)
     # float32 outputs: under mixed precision a float16 softmax loses the small probabilities.
     if cfg.head == "coral":
