@@ -111,6 +111,13 @@ def test_a_misshapen_key_fails_naming_it(tmp_path):
         _features(_saved(tmp_path, state))
 
 
+def test_a_misshapen_fused_projection_fails_naming_it(tmp_path):
+    state = read_state_dict(FIXTURE / "retfound_tiny.pth")
+    state["blocks.0.attn.qkv.weight"] = state["blocks.0.attn.qkv.weight"][:40]
+    with pytest.raises(ConfigError, match=r"blocks\.0\.attn\.qkv\.weight has shape \(40, 16\)"):
+        _features(_saved(tmp_path, state))
+
+
 def test_an_unknown_key_fails_naming_it(tmp_path):
     state = read_state_dict(FIXTURE / "retfound_tiny.pth")
     state["blocks.2.attn.qkv.weight"] = state["blocks.1.attn.qkv.weight"]

@@ -67,7 +67,10 @@ def load_foreign_weights(model: keras.Model, path: str | Path) -> str:
         )
     for key, value in kept.items():
         for variable, convert in targets[key][1]:
-            converted = convert(value)
+            try:
+                converted = convert(value)
+            except ValueError:  # a split or reshape that this array cannot make
+                converted = value
             if tuple(converted.shape) != tuple(variable.shape):
                 raise ConfigError(
                     f"model.weights={path}: {key} has shape {value.shape}, which does not fit "
