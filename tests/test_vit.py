@@ -153,7 +153,6 @@ def _one_sgd_step(layer_decay: float, weight_decay: float = 0.0, name: str = "sg
     import tensorflow as tf
 
     from retina.config import OptimizerSpec, ScheduleConfig
-    from retina.training.layer_decay import layer_scales
     from retina.training.optimizers import RateSetup, build_all, build_optimizer
 
     model = build_model(ModelConfig(**TINY), 32)
@@ -168,7 +167,7 @@ def _one_sgd_step(layer_decay: float, weight_decay: float = 0.0, name: str = "sg
         spec, "float32", RateSetup(ScheduleConfig(), 1, 1, tf.Variable(1.0))
     )
     variables = list(model.trainable_variables)
-    build_all({"all": optimizer}, {"all": variables}, layer_scales(model, layer_decay))
+    build_all({"all": optimizer}, {"all": variables}, model)
     before = [np.array(v.numpy()) for v in variables]
     optimizer.apply_gradients([(tf.ones_like(v), v) for v in variables])
     return {v.path: before[i] - v.numpy() for i, v in enumerate(variables)}, before

@@ -56,11 +56,10 @@ class DropPath(layers.Layer):
     probability ``rate`` and the kept ones scaled by 1 / (1 - rate) (timm's ``DropPath``).
     Its seed generator is a variable, so a checkpoint carries where it stood."""
 
-    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.rate = rate
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator()  # seeded by the run's seed
 
     def call(self, inputs, training=None):
         if not training or self.rate == 0:
@@ -71,7 +70,7 @@ class DropPath(layers.Layer):
         return inputs * keep / (1.0 - self.rate)
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate}
 
 
 @keras.saving.register_keras_serializable(package="retina")
@@ -161,6 +160,11 @@ def vit_shape(cfg: ModelConfig) -> ViTShape:
 
 
 def build_vit(cfg: ModelConfig, image_size: int) -> keras.Model:
+    if cfg.weights == WEIGHTS_IMAGENET:
+        raise ConfigError(
+            f"model.name={cfg.name} has no ImageNet weights here; give RETFound's file "
+            f"(model.weights=<path to RETFound_cfp_weights.pth>) or model.weights={WEIGHTS_NONE}."
+        )
     shape = vit_shape(cfg)
     if image_size % shape.patch_size:
         raise ConfigError(
@@ -183,11 +187,6 @@ def build_vit(cfg: ModelConfig, image_size: int) -> keras.Model:
         x = TransformerBlock(shape.width, shape.heads, rate, name=f"block_{i}")(x)
     feature_map = layers.Reshape((grid, grid, shape.width), name="patch_grid")(x[:, 1:])
     model = keras.Model(inputs, build_head(feature_map, cfg, norm=True), name=cfg.name)
-    if cfg.weights == WEIGHTS_IMAGENET:
-        raise ConfigError(
-            f"model.name={cfg.name} has no ImageNet weights here; give RETFound's file "
-            f"(model.weights=<path to RETFound_cfp_weights.pth>) or model.weights={WEIGHTS_NONE}."
-        )
     if cfg.weights != WEIGHTS_NONE:
         digest = load_foreign_weights(model, weights_file(cfg))
         log.info("Loaded %s into %s (sha256 %s).", cfg.weights, cfg.name, digest)

@@ -45,9 +45,11 @@ def layer_scales(model: keras.Model, decay: float) -> dict[str, float]:
 
 class LayerScaled:
     """Mixed into a Keras optimizer: each variable's update uses ``rate x its scale``
-    (``set_scales`` before ``build``), and the decoupled weight decay ``decay`` (AdamW's)
-    the same scaled rate, on kernels only."""
+    (``set_scales`` before ``build``, from ``layer_scales`` with ``layer_decay``), and the
+    decoupled weight decay ``decoupled_decay`` (AdamW's) the same scaled rate, on kernels
+    only."""
 
+    layer_decay: float = 1.0
     decoupled_decay: float = 0.0
 
     def set_scales(self, variables: list, scales: dict[str, float]) -> None:

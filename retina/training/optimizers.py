@@ -17,7 +17,7 @@ from retina.config import (
     require_choice,
 )
 from retina.errors import ConfigError
-from retina.training.layer_decay import LayerScaled, layer_scaled
+from retina.training.layer_decay import LayerScaled, layer_scaled, layer_scales
 from retina.training.schedules import ScheduledRate, check_schedule
 
 # Models name the layers of their classifier head with this prefix (see models/).
@@ -81,6 +81,8 @@ def build_optimizer(spec: OptimizerSpec, policy: str, rates: RateSetup, key: str
     )
     scaled = spec.layer_decay != 1
     optimizer = OPTIMIZERS[name](spec, rate, spec.clip_global_norm or None, scaled)
+    if scaled:
+        optimizer.layer_decay = spec.layer_decay
     if uses_loss_scaling(policy):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -120,14 +122,14 @@ def variable_groups(model: keras.Model, names: list[str]) -> dict[str, list]:
     return {"backbone": backbone, "head": head}
 
 
-def build_all(optimizers: dict, groups: dict, scales: dict[str, float] | None = None) -> None:
+def build_all(optimizers: dict, groups: dict, model: keras.Model) -> None:
     """Creates every moment variable now, so a restore can be verified (restore step 2);
-    a layer-scaled optimizer learns each variable's rate scale from ``scales``
+    a layer-scaled optimizer first learns each variable's rate scale in ``model``
     (``retina.training.layer_decay.layer_scales``)."""
     for name, optimizer in optimizers.items():
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a loss scale
         if isinstance(inner, LayerScaled):
-            inner.set_scales(groups[name], scales or {})
+            inner.set_scales(groups[name], layer_scales(model, inner.layer_decay))
         optimizer.build(groups[name])
 
 

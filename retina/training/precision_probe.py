@@ -25,7 +25,6 @@ from retina.config import RunConfig
 from retina.icdr import NUM_GRADES
 from retina.models import build_model, without_pretrained
 from retina.models.heads import num_outputs
-from retina.training.layer_decay import layer_scales
 from retina.training.losses import make_loss
 from retina.training.optimizers import RateSetup, build_all, build_optimizers, variable_groups
 from retina.training.steps import make_train_function
@@ -60,7 +59,7 @@ def build_stepper(cfg: RunConfig, policy: str) -> Callable[[], None]:
     rates = RateSetup(cfg.schedule, 1, 1, tf.Variable(1.0))
     optimizers = build_optimizers(cfg.optimizer, policy, rates)
     groups = variable_groups(model, list(optimizers))
-    build_all(optimizers, groups, layer_scales(model, cfg.optimizer.layer_decay))
+    build_all(optimizers, groups, model)
     grades = np.arange(batch, dtype=np.int32) % NUM_GRADES
     images = tf.random.stateless_uniform((batch, size, size, 3), (0, 0), maxval=256, dtype=tf.int32)
     iterator = iter(tf.data.Dataset.from_tensors((tf.cast(images, tf.uint8), grades)).repeat())

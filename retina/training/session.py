@@ -42,7 +42,6 @@ from retina.training.distribute import (
     wait_for_all_workers,
 )
 from retina.training.ema import WeightAverage
-from retina.training.layer_decay import layer_scales
 from retina.training.losses import make_loss
 from retina.training.optimizers import (
     HEAD_PREFIX,
@@ -227,7 +226,7 @@ def build_training_state(
     rates = RateSetup(cfg.schedule, steps_per_epoch, total_steps, tf.Variable(1.0), step)
     optimizers = build_optimizers(cfg.optimizer, policy, rates)
     groups = variable_groups(model, list(optimizers))
-    build_all(optimizers, groups, layer_scales(model, cfg.optimizer.layer_decay))  # restore order 2
+    build_all(optimizers, groups, model)  # restore order 2
     stream = StreamOptions(
         cfg.train.sampler,
         cfg.train.memory_cache_mb,

@@ -53,7 +53,7 @@ def _checkpoint_state(widths: list[int], image_size: int):
     rates = RateSetup(ScheduleConfig(), 1, 1, tf.Variable(1.0))
     optimizers = build_optimizers(OptimizerConfig(), "float32", rates)
     groups = variable_groups(model, list(optimizers))
-    build_all(optimizers, groups)
+    build_all(optimizers, groups, model)
     images = tf.random.uniform((8, image_size, image_size, 3), maxval=255, dtype=tf.int32)
     dataset = tf.data.Dataset.from_tensors((tf.cast(images, tf.uint8), tf.range(8) % 5))
     iterator = iter(dataset.repeat())

@@ -19,13 +19,13 @@ spawned worker's count starts from its parent's size at the fork).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -111,10 +111,7 @@ def _baseline_code(commit: str, work: Path) -> Path:
             ["git", "archive", commit, "retina"], cwd=ROOT, capture_output=True, check=True
         ).stdout
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile() as file:
-            file.write(archive)
-            file.seek(0)
-            tarfile.open(fileobj=file).extractall(folder, filter="data")
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(folder, filter="data")
     return folder
 
 
