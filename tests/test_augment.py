@@ -18,6 +18,7 @@ from retina.data.augment import (
     random_resized_crop,
     random_rotation,
 )
+from retina.data.rand_augment import rand_augment, random_erasing
 from retina.errors import ConfigError
 
 SIZE = 32
@@ -64,6 +65,8 @@ OPS = {
     "crop": lambda image, seed: random_resized_crop(image, seed, min_scale=0.6),
     "colour": lambda image, seed: random_colour(image, seed, 0.1, 0.2, 0.3, 0.1),
     "augment_image": lambda image, seed: augment_image(image, seed, ALL_ON),
+    "rand_augment": lambda image, seed: rand_augment(image, seed, 2, 9.0, 0.5),
+    "erasing": lambda image, seed: random_erasing(image, seed, 1.0),
 }
 
 
@@ -88,12 +91,17 @@ def test_op_is_seeded_and_the_same_eagerly_and_in_tf_data(name):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(eager, _eager(OPS[name]), err_msg="same seed, same output")
     distinct = {a.tobytes() for a in eager}
-    # Flips have only four outcomes; every other op draws a continuous parameter.
-    assert len(distinct) >= (3 if name == "flips" else NUM_SEEDS), f"{name}: seeds differ"
+    # Flips have only four outcomes, and RandAugment leaves a quarter of the scans as they
+    # were (each of its two ops is skipped with probability 1/2); every other op draws a
+    # continuous parameter.
+    least = {"flips": 3, "rand_augment": NUM_SEEDS // 2}.get(name, NUM_SEEDS)
+    assert len(distinct) >= least, f"{name}: seeds differ"
     assert any(not np.array_equal(a, IMAGE) for a in eager)
 
 
-@pytest.mark.parametrize("name", ["rotation", "crop", "colour", "augment_image"])
+@pytest.mark.parametrize(
+    "name", ["rotation", "crop", "colour", "augment_image", "rand_augment", "erasing"]
+)
 def test_op_accepts_an_image_of_unknown_static_size(name):
     """The pipeline's decode_png gives (None, None, 3); the ops must not need H and W."""
     # Fed as dataset elements, not a constant, so TF cannot infer the decoded shape.

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import (
     cohen_kappa_score,
     confusion_matrix,
+    f1_score,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -73,7 +74,37 @@ def test_degenerate_labels_give_nan_with_warning():
     assert np.isnan(result["sensitivity"])
     assert result["specificity"] == 1.0
     assert np.isnan(result["quadratic_weighted_kappa"])
-    assert len(caught) == 3 and all("undefined" in str(w.message) for w in caught)
+    assert np.isnan(result["macro_auc"]) and np.isnan(result["cohen_kappa"])
+    assert np.isnan(result["retfound_score"])
+    assert len(caught) == 5 and all("undefined" in str(w.message) for w in caught)
+
+
+def test_retfound_score_is_its_three_metrics_as_retfound_computes_them():
+    """Every grade present: RETFound's own scikit-learn calls (engine_finetune.evaluate)."""
+    rng = np.random.default_rng(3)
+    grades = np.repeat(np.arange(5), 8)
+    probabilities = rng.dirichlet(np.ones(5), size=len(grades))
+    probabilities[np.arange(len(grades)), grades] += 0.4  # better than chance
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    result = metrics.clinical_metrics(grades, probabilities)
+    one_hot = np.eye(5)[grades]
+    f1 = f1_score(one_hot, np.eye(5)[predicted], zero_division=0, average="macro")
+    auc = roc_auc_score(one_hot, probabilities, multi_class="ovr", average="macro")
+    kappa = cohen_kappa_score(grades, predicted)
+    assert result["macro_f1"] == pytest.approx(f1)
+    assert result["macro_auc"] == pytest.approx(auc)
+    assert result["cohen_kappa"] == pytest.approx(kappa)
+    assert result["retfound_score"] == pytest.approx((f1 + auc + kappa) / 3)
+    assert 0.3 < result["retfound_score"] < 1
+
+
+def test_macro_auc_averages_the_grades_a_split_holds():
+    grades = np.array([0, 0, 1, 1, 2, 2])  # no grade 3 or 4: RETFound's call would fail
+    probabilities = np.eye(5)[[0, 1, 1, 0, 2, 2]] * 0.8 + 0.04
+    result = metrics.clinical_metrics(grades, probabilities)
+    expected = np.mean([metrics.roc_auc(grades == g, probabilities[:, g]) for g in range(3)])
+    assert result["macro_auc"] == pytest.approx(expected) and result["macro_auc"] < 1
 
 
 def test_referable_head_outputs_score_the_second_column():

@@ -118,8 +118,18 @@ def test_each_grading_head_resumes_bit_exact(workspace, head):
     }
 
 
-# A small ViT with stochastic depth: the drop-path masks' seed generators must resume too.
-VIT = ["model=vit", "model.width=32", "model.depth=2", "model.heads=2", "model.drop_path=0.2"]
+# RETFound's recipe on a small ViT, mixup and cutmix on as well: the drop-path masks' seed
+# generators, RandAugment, erasing, the batch mixing and the per-block rates must resume too.
+VIT = [
+    "experiment=retfound_finetune",
+    "model=vit",
+    "model.width=32",
+    "model.depth=2",
+    "model.heads=2",
+    "schedule.warmup_epochs=1",
+    "augment.mixup_alpha=0.8",
+    "augment.cutmix_alpha=1.0",
+]
 
 
 @pytest.mark.parametrize("precision", ["float32", _slow("mixed_bfloat16")])

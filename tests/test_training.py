@@ -14,6 +14,7 @@ from conftest import compose_config, smoke_config
 from retina.checkpoint import find_checkpoint, restore_weights
 from retina.checkpoint.state import averaged_variables
 from retina.config import LossConfig, ScheduleConfig, to_typed
+from retina.data.mixing import mix_batch
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.errors import ConfigError
 from retina.models import build_model, without_pretrained
@@ -187,6 +188,37 @@ def test_small_cnn_loss_goes_down_on_a_repeated_batch(tmp_path, shared_data):
     losses, _, _ = session.train_function(0)(repeated, 30)
     losses = losses.numpy()
     assert losses[-3:].mean() < 0.6 * losses[:3].mean(), losses
+
+
+@pytest.mark.parametrize("alphas", [(0.8, 0.0), (0.0, 1.0)], ids=["mixup", "cutmix"])
+def test_the_step_trains_on_the_mixed_batch_and_its_mixed_loss(tmp_path, shared_data, alphas):
+    """The loss the step reports is lam x loss(own grades) + (1 - lam) x loss(partners')
+    on the batch mixed by the step's draw; step 0 and step 1 draw differently."""
+    mixup_alpha, cutmix_alpha = alphas
+    session = _session(
+        tmp_path,
+        shared_data,
+        "augment=none",
+        "model.dropout=0",
+        f"augment.mixup_alpha={mixup_alpha}",
+        f"augment.cutmix_alpha={cutmix_alpha}",
+    )
+    images, grades = next(session.iterator)
+    repeated = iter(tf.data.Dataset.from_tensors((images, grades)).repeat())
+    seed = tf.constant([session.cfg.seed, 0], tf.int64)
+    mixed, own = mix_batch(images, seed, mixup_alpha, cutmix_alpha)
+    assert 0 < float(own) < 1 and not np.array_equal(mixed, images)
+    # The forward pass in training mode, as the step makes it, before the update.
+    outputs = session.state.model(mixed, training=True)
+    expected = own * session.loss(grades, outputs) + (1 - own) * session.loss(
+        tf.reverse(grades, [0]), outputs
+    )
+    unmixed = session.loss(grades, session.state.model(images, training=True))
+    losses, _, _ = session.train_function(0)(repeated, 2)
+    assert float(losses[0]) == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(losses[0]) - float(unmixed)) > 1e-3
+    second, _ = mix_batch(images, tf.constant([session.cfg.seed, 1], tf.int64), *alphas)
+    assert not np.array_equal(second, mixed)
 
 
 def test_mixed_precision_skips_a_non_finite_step_without_a_trace(tmp_path, shared_data):

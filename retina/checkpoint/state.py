@@ -12,7 +12,9 @@ from retina.config import OperatingPoint, ValidationMetric
 from retina.icdr import GRADE_BOUNDARIES
 from retina.models.grading import DEFAULT_LINK, ORDINAL_HEADS, Grading
 
-VALIDATION_METRICS = tuple(ValidationMetric)
+# The validation metrics every checkpoint records. Fixed: a metric added here would be a
+# variable older checkpoints lack, and they would no longer restore.
+RECORDED_METRICS = tuple(ValidationMetric)[:4]
 OPERATING_POINTS = tuple(OperatingPoint)
 
 
@@ -99,7 +101,7 @@ class TrainingState:
             for name in ("loss", "accuracy", "steps")
         }
         self.metrics = {
-            str(name): _untrainable(float("nan"), name=f"val_{name}") for name in VALIDATION_METRICS
+            str(name): _untrainable(float("nan"), name=f"val_{name}") for name in RECORDED_METRICS
         }
         # Referral thresholds chosen on the validation split at this step; evaluation applies
         # them unchanged, so they are never tuned on the test set.

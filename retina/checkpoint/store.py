@@ -18,8 +18,8 @@ from retina.checkpoint.folder import TF_STATE_FILE, CheckpointFolder
 from retina.checkpoint.ledger import rank
 from retina.checkpoint.read import verified_read
 from retina.checkpoint.snapshot import Snapshotter
-from retina.checkpoint.state import VALIDATION_METRICS, TrainingState
-from retina.config import require_choice
+from retina.checkpoint.state import TrainingState
+from retina.config import ValidationMetric, require_choice
 from retina.errors import CheckpointError
 from retina.run_dir import BEST_DIR, LATEST_DIR, QUARANTINE_DIR
 
@@ -67,7 +67,7 @@ class CheckpointStore:
         background: bool = False,
         chief: bool = True,
     ):
-        self.best_metric = require_choice("checkpoint.best_metric", best_metric, VALIDATION_METRICS)
+        self.best_metric = require_choice("checkpoint.best_metric", best_metric, ValidationMetric)
         self.best_mode = best_mode
         self.run_dir = Path(run_dir)
         self.state = state

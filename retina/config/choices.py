@@ -109,12 +109,14 @@ class OnNonfinite(StrEnum):
 
 
 class ValidationMetric(StrEnum):
-    """The validation metrics every checkpoint records, and ``best/`` can be ranked by."""
+    """The validation metrics ``best/`` can be ranked by (``checkpoint.best_metric``)."""
 
     referable_auc = "referable_auc"
     sensitivity = "sensitivity"
     specificity = "specificity"
     quadratic_weighted_kappa = "quadratic_weighted_kappa"
+    # RETFound's model selection: (macro F1 + macro one-vs-rest AUROC + Cohen's kappa) / 3.
+    retfound_score = "retfound_score"
 
 
 class BestMode(StrEnum):

@@ -121,6 +121,12 @@ class AugmentConfig:
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
+    rand_augment_layers: int = 0
+    rand_augment_magnitude: float = 9.0
+    rand_augment_magnitude_std: float = 0.5
+    erase_probability: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 @dataclass

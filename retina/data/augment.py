@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from retina.data.image_ops import affine, rotation, to_uint8
+from retina.data.rand_augment import MAX_MAGNITUDE, rand_augment, random_erasing
 from retina.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,36 +69,11 @@ def random_rotation(
     """
     max_radians = math.radians(max_degrees)
     angle = tf.random.stateless_uniform([], seed, minval=-max_radians, maxval=max_radians)
-    size = tf.shape(image)[:2]
-    height = tf.cast(size[0], tf.float32)
-    width = tf.cast(size[1], tf.float32)
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    # The op maps each output pixel (x, y) back to the input point it samples; pixel
-    # centres are at integer coordinates, so the centre of rotation is ((W-1)/2, (H-1)/2)
-    # and the offsets keep that point fixed.
-    centre_x, centre_y = (width - 1.0) / 2.0, (height - 1.0) / 2.0
-    transform = tf.stack(
-        [
-            cos,
-            -sin,
-            centre_x - cos * centre_x + sin * centre_y,
-            sin,
-            cos,
-            centre_y - sin * centre_x - cos * centre_y,
-            0.0,
-            0.0,
-        ]
-    )
-    # The op accepts uint8 but then truncates each interpolated value; float32 lets us round.
-    rotated = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(image, tf.float32)[tf.newaxis],
-        transforms=transform[tf.newaxis],
-        output_shape=size,
-        fill_value=float(fill),
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )[0]
-    return _to_uint8(rotated, image.shape)
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    # The op maps each output pixel back to the input point it samples; float32 lets us
+    # round (on uint8 it truncates each interpolated value).
+    rotated = affine(tf.cast(image, tf.float32), rotation(angle, size[0], size[1]), fill)
+    return to_uint8(rotated, image.shape)
 
 
 def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, min_scale: float) -> tf.Tensor:
@@ -124,7 +101,7 @@ def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, min_scale: float) -> 
     # Same-size bilinear resizing samples exactly at the pixel centres, so a full-size crop
     # comes back bit-identical after rounding.
     resized = tf.image.resize(crop, shape[:2], method="bilinear")
-    return _to_uint8(resized, image.shape)
+    return to_uint8(resized, image.shape)
 
 
 def random_colour(
@@ -182,7 +159,7 @@ def random_colour(
     if hue > 0:
         colour = tf.image.stateless_random_hue(colour, hue, seeds[3])
         colour = tf.clip_by_value(colour, 0.0, 1.0)
-    recoloured = _to_uint8(colour * 255.0, image.shape)
+    recoloured = to_uint8(colour * 255.0, image.shape)
     # A brightness shift would otherwise turn the black surround grey by a different amount
     # in every image. The surround carries no information about the grade, so the model
     # must not be able to learn from it; only the field of view gets the new colours. The
@@ -209,10 +186,17 @@ def validate_augment_config(cfg: AugmentConfig) -> None:
         "saturation": (0.0, 1.0, "[0, 1]"),
         # Hue is a fraction of the colour circle: 0.5 already reaches the opposite colour.
         "hue": (0.0, 0.5, "[0, 0.5]"),
+        "rand_augment_layers": (0, 10, "0..10"),
+        "rand_augment_magnitude": (0.0, MAX_MAGNITUDE, "[0, 10]"),
+        "rand_augment_magnitude_std": (0.0, math.inf, ">= 0"),
+        "erase_probability": (0.0, 1.0, "[0, 1]"),
+        "mixup_alpha": (0.0, math.inf, ">= 0 (0: off)"),
+        "cutmix_alpha": (0.0, math.inf, ">= 0 (0: off)"),
     }
     for key, (low, high, shown) in ranges.items():
         value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        number = int if key == "rand_augment_layers" else int | float
+        if isinstance(value, bool) or not isinstance(value, number):
             raise ConfigError(f"augment.{key}={value!r} is not a number; use a value in {shown}.")
         low_ok = value > low if key == "crop_scale_min" else value >= low
         if not (low_ok and value <= high and math.isfinite(value)):
@@ -222,18 +206,20 @@ def validate_augment_config(cfg: AugmentConfig) -> None:
 def augment_image(
     image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig, background: int = 0
 ) -> tf.Tensor:
-    """The configured augmentations in order: flips, rotation, crop, colour.
+    """The configured augmentations in order: flips, rotation, crop, colour, RandAugment,
+    random erasing (timm's order: erasing comes last).
 
     Geometry comes first so that the colour op's surround mask also covers the black
-    corners that rotation brings in. Ops that are off are not added to the graph.
+    corners that rotation brings in. Ops that are off are not added to the graph. Mixup and
+    cutmix mix whole batches, in the training step (``retina.data.mixing``).
 
     Args:
         image: uint8 (H, W, 3) image with H == W.
         seed: shape-[2] integer seed, ``(run seed, element index)`` in training.
         cfg: The ``augment`` config group.
-        background: the value of the pixels outside the field of view, which rotation
-            fills in (``retina.data.fundus.surround_value``). The resized crop stays inside
-            the image and needs no fill.
+        background: the value of the pixels outside the field of view, which rotation (and
+            RandAugment's geometry) fills in (``retina.data.fundus.surround_value``). The crop
+            stays inside the image and needs no fill.
 
     Returns:
         The augmented uint8 image, same shape.
@@ -253,11 +239,17 @@ def augment_image(
         image = random_colour(
             image, seeds[3], cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue
         )
-    return image
-
-
-def _to_uint8(image: tf.Tensor, shape: tf.TensorShape) -> tf.Tensor:
-    """Rounds and clips float pixel values in [0, 255] to uint8, keeping the static shape."""
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-    image.set_shape(shape)
+    # Folded in rather than split off, so the four ops above draw what they drew before.
+    if cfg.rand_augment_layers > 0:
+        image = rand_augment(
+            image,
+            tf.random.experimental.stateless_fold_in(seed, _NUM_OP_SEEDS),
+            cfg.rand_augment_layers,
+            cfg.rand_augment_magnitude,
+            cfg.rand_augment_magnitude_std,
+            background,
+        )
+    if cfg.erase_probability > 0:
+        erase_seed = tf.random.experimental.stateless_fold_in(seed, _NUM_OP_SEEDS + 1)
+        image = random_erasing(image, erase_seed, cfg.erase_probability)
     return image

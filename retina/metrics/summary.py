@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.metrics.bootstrap import bootstrap_auc_interval
@@ -57,6 +62,32 @@ def grading_metrics(
     }
 
 
+def selection_metrics(truth: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray):
+    """RETFound's model-selection metrics (its ``engine_finetune.evaluate``): macro F1,
+    macro one-vs-rest AUROC, unweighted Cohen's kappa, and ``retfound_score``, their mean.
+
+    The macro AUROC averages the classes present in ``truth`` (RETFound's scikit-learn call
+    fails when a validation split lacks one; a class absent there has no AUROC).
+    """
+    truth, predicted = np.asarray(truth).ravel(), np.asarray(predicted).ravel()
+    present = [c for c in range(probabilities.shape[1]) if 0 < (truth == c).sum() < len(truth)]
+    if present:
+        macro_auc = float(np.mean([roc_auc(truth == c, probabilities[:, c]) for c in present]))
+    else:
+        macro_auc = undefined("macro AUROC", "only one class is present")
+    if len(np.union1d(truth, predicted)) < 2:
+        kappa = undefined("Cohen's kappa", "truth and prediction are one and the same class")
+    else:
+        kappa = float(cohen_kappa_score(truth, predicted))
+    macro_f1 = float(f1_score(truth, predicted, average="macro", zero_division=0))
+    return {
+        "macro_f1": macro_f1,
+        "macro_auc": macro_auc,
+        "cohen_kappa": kappa,
+        "retfound_score": (macro_f1 + macro_auc + kappa) / 3,
+    }
+
+
 def clinical_metrics(
     grades: np.ndarray,
     probabilities: np.ndarray,
@@ -80,16 +111,15 @@ def clinical_metrics(
     score = referable_probability(probabilities, min_grade)
     positive, referred = is_referable(grades, min_grade), score >= threshold
     binary_head = probabilities.shape[1] == 2
+    predicted = probabilities.argmax(axis=1) if predicted is None else predicted
     return {
         "n_scans": int(len(grades)),
         "referable_auc": roc_auc(positive, score),
         "sensitivity": sensitivity(positive, referred),
         "specificity": specificity(positive, referred),
-        **grading_metrics(
-            grades,
-            probabilities.argmax(axis=1) if predicted is None else predicted,
-            binary_head,
-            min_grade,
+        **grading_metrics(grades, predicted, binary_head, min_grade),
+        **selection_metrics(
+            positive.astype(int) if binary_head else grades, probabilities, predicted
         ),
         "threshold": float(threshold),
         "referable_min_grade": int(min_grade),

@@ -26,6 +26,7 @@ from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
 from retina.config import Adaptation, RunConfig
 from retina.data.fundus import surround_value
+from retina.data.mixing import Mixing
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data
 from retina.data.sources import MANIFEST_COLUMNS, training_grades
@@ -112,6 +113,7 @@ class Session:
                 placement=self.placement,
                 head=self.cfg.model.head,
                 jit_compile=self.cfg.train.jit_compile,
+                mixing=Mixing.from_config(self.cfg.augment, self.cfg.seed),
             )
         return self._functions[frozen]
 

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from retina.checkpoint.state import TrainingState
+from retina.data.mixing import Mixing, mix_batch
 from retina.models.grading import Grading
 from retina.training.distribute import Placement, split_for_replicas
 from retina.training.losses import training_targets
@@ -40,6 +41,25 @@ def has_loss_scaling(optimizers: dict) -> bool:
     return any(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in optimizers.values())
 
 
+def mixed_batch_loss(loss: Callable, mixing: Mixing | None, step: tf.Variable) -> Callable:
+    """``(images, grades) -> (images, loss_of(logits))``: the batch as the model sees it and
+    its loss; with mixup or cutmix on, the batch mixed by the step's draw and the loss
+    weighed between each scan's grade and its partner's (``retina.data.mixing``)."""
+
+    def prepare(images, grades):
+        if mixing is None:
+            return images, lambda logits: loss(grades, logits)
+        seed = tf.stack([tf.constant(mixing.seed, tf.int64), tf.cast(step, tf.int64)])
+        images, own = mix_batch(images, seed, mixing.mixup_alpha, mixing.cutmix_alpha)
+        partners = tf.reverse(grades, [0])
+        return (
+            images,
+            lambda logits: own * loss(grades, logits) + (1 - own) * loss(partners, logits),
+        )
+
+    return prepare
+
+
 def make_single_step(
     state: TrainingState,
     groups: dict,
@@ -47,6 +67,7 @@ def make_single_step(
     placement: Placement,
     head: str = "softmax",
     jit_compile: bool = False,
+    mixing: Mixing | None = None,
 ):
     """One GradientTape step on a replica's batch; returns (loss, accuracy, applied).
 
@@ -67,14 +88,16 @@ def make_single_step(
     names = [name for name in groups if groups[name]]
     guarded = batchnorm_statistics(model) if loss_scaling else []
     grading = Grading(head)  # the head's own rule: the running accuracy needs no fitted values
+    prepare = mixed_batch_loss(loss, mixing, state.step)
 
     def step(images, grades):
         # The forward pass moves BatchNorm statistics at once; if the loss-scale optimizer
         # then skips the step, they go back, so a skipped batch leaves no trace.
         before = [tf.identity(v) for v in guarded]
+        images, loss_of = prepare(images, grades)
         with tf.GradientTape(persistent=len(names) > 1) as tape:
             logits = model(images, training=True)
-            mean_loss = loss(grades, logits)
+            mean_loss = loss_of(logits)
             scaled = [optimizers[name].scale_loss(mean_loss / replicas) for name in names]
         applied = tf.constant(True)
         for name, scaled_loss in zip(names, scaled, strict=True):
@@ -103,6 +126,7 @@ def make_train_function(
     placement: Placement | None = None,
     head: str = "softmax",
     jit_compile: bool = False,
+    mixing: Mixing | None = None,
 ):
     """``run(iterator, count)``: ``count`` steps in one call, batches drawn inside the graph
     (as ``model.fit`` does), the step counter and epoch sums updated there too.
@@ -114,12 +138,13 @@ def make_train_function(
         placement: the strategy and this worker's place in it (default: no strategy).
         head: ``model.head``, for the accuracy's targets.
         jit_compile: XLA-compile the step.
+        mixing: mixup/cutmix of each batch (``Mixing.from_config``; None: off).
 
     Returns per-step (losses, accuracies, applied) tensors of length ``count``: global-batch
     means, the same on every worker.
     """
     placement = placement or Placement(tf.distribute.get_strategy())
-    single_step = make_single_step(state, groups, loss, placement, head, jit_compile)
+    single_step = make_single_step(state, groups, loss, placement, head, jit_compile, mixing)
     strategy, totals = placement.strategy, state.epoch_totals
     mean = tf.distribute.ReduceOp.MEAN
 

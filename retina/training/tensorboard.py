@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from retina.checkpoint.state import VALIDATION_METRICS
+from retina.config import ValidationMetric
 from retina.run_dir import HYDRA_OVERRIDES, TENSORBOARD_DIR
 from retina.training.cadence import is_due
 from retina.training.schedules import ScheduledRate
@@ -104,7 +104,7 @@ class TensorBoardLog:
                 self._pending = []
 
     def epoch_end(self, step: int, summary: dict, metrics: dict) -> None:
-        names = (*VALIDATION_METRICS, "accuracy")
+        names = (*ValidationMetric, "accuracy")
         values = {f"val/{name}": float(metrics[name]) for name in names}
         values.update(
             {
