@@ -85,6 +85,19 @@ def smoke_run(tmp_path_factory, shared_data) -> Path:
     return run_dir
 
 
+# The lesion runs' data and training: lesions drawn 4x larger than the default's, 96 px.
+LESION_RUN = [
+    "data.synthetic.n_patients=100",
+    "data.synthetic.image_height=160",
+    "data.synthetic.lesion_scale=4",
+    "preprocess.image_size=96",
+    "model.head=referable",
+    "train.epochs=10",
+    "train.batch_size=8",
+    "train.evaluate_test=false",
+]
+
+
 @pytest.fixture(scope="session")
 def lesion_run(tmp_path_factory) -> Path:
     """A run briefly trained on lesions drawn 4x larger than the default's, at 96 px with two
@@ -94,17 +107,7 @@ def lesion_run(tmp_path_factory) -> Path:
     from retina.training.loop import train
 
     tmp = tmp_path_factory.mktemp("lesions")
-    lesions = [
-        "data.synthetic.n_patients=100",
-        "data.synthetic.image_height=160",
-        "data.synthetic.lesion_scale=4",
-        "preprocess.image_size=96",
-        "model.widths=[16,32]",
-        "model.head=referable",
-        "train.epochs=10",
-        "train.batch_size=8",
-        "train.evaluate_test=false",
-    ]
+    lesions = [*LESION_RUN, "model.widths=[16,32]"]
     train(smoke_config(tmp, lesions), tmp / "run")
     evaluate_run(tmp / "run", checkpoint="best", n_resamples=200)
     return tmp / "run"

@@ -3,13 +3,15 @@ occlusion beside it, and the explain entry point."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import compose_config
+from conftest import LESION_RUN, compose_config, smoke_config
 from retina.config import ExplainConfig, ModelConfig, to_typed
 from retina.errors import ConfigError
 from retina.explanations.overlays import explain_run
@@ -20,6 +22,7 @@ from retina.models import build_model
 from retina.models.grading import Grading, attach_grading
 from retina.models.heads import pool_feature_map, pooling_of
 from retina.run_dir import SANITY_FILE
+from retina.training.loop import train
 
 FAMILIES = ["small_cnn", "resnet50", "efficientnet_b0", "inception_v3"]
 LARGER_EFFICIENTNETS = ["efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4"]
@@ -122,6 +125,30 @@ def test_grad_cam_finds_the_lesions_and_fails_model_randomisation(lesion_run):
         table["lesion_mass_ratio"].notna().sum()
         == checks["scans"] - checks["lesion_mass_ratio"]["undefined"]
     )
+
+
+def test_grad_cam_on_a_vision_transformer_fails_model_randomisation(lesion_run, tmp_path):
+    """A small ViT (8-px patches: a 12x12 token grid at 96 px) trained on the lesion run's
+    data: its Grad-CAM on the patch tokens is unlike a randomised ViT's. The lesion-mass
+    ratio is reported, not required: a ViT's last tokens have mixed in the whole image
+    through attention (docs/explanations.md)."""
+    vit = ["model=vit", "model.patch_size=8", "model.width=64", "model.depth=4", "model.heads=4"]
+    data = lesion_run.parent
+    cfg = smoke_config(
+        tmp_path, [*LESION_RUN, *vit, "optimizer=adamw"], data_root=data / "synthetic"
+    )
+    train(replace(cfg, data=replace(cfg.data, cache_dir=str(data / "cache"))), tmp_path / "run")
+    out = explain_run(ExplainConfig(run_dir=str(tmp_path / "run"), sanity_checks=True))
+    checks = read_json(out / SANITY_FILE)
+    correlation = checks["randomised_rank_correlation"]["mean"]
+    print(
+        f"ViT Grad-CAM on {checks['scans']} referable test scans: lesion-mass ratio "
+        f"{checks['lesion_mass_ratio']['mean']:.2f}, rank correlation with a randomised "
+        f"ViT {correlation:.3f}"
+    )
+    assert checks["scans"] >= 10 and correlation <= 0.5
+    table = pd.read_csv(out / "explanations.csv")
+    assert (out / table["overlay"]).map(lambda p: p.is_file()).all()
 
 
 @pytest.mark.slow  # 19 s: 225 passes per scan

@@ -213,26 +213,68 @@ def test_layer_decay_is_refused_for_a_cnn():
         layer_scales(build_model(ModelConfig(), 64), 0.65)
 
 
-def test_a_linear_probe_trains_the_last_layer_only(shared_data, tmp_path):
-    """RETFound's weights under train.adaptation=linear_probe: after training, every weight
-    but head_logits' is the file's (head_norm too, as RETFound's probe freezes fc_norm)."""
+@pytest.fixture(scope="module")
+def probe_run(shared_data, tmp_path_factory):
+    """A smoke run probing RETFound's tiny weights (as .npz) linearly, with the source and
+    licence a user states; its config and the run directory."""
     from conftest import smoke_config
-    from retina.inference.restore import load_run_model
     from retina.training.loop import train
 
-    weights = tmp_path / "retfound.npz"
+    tmp = tmp_path_factory.mktemp("probe")
+    weights = tmp / "retfound.npz"
     np.savez(weights, **read_state_dict(FIXTURE / "retfound_tiny.pth"))
     shape = [f"model.{key}={value}" for key, value in TINY.items() if key != "name"]
-    overrides = ["model=vit", *shape, f"model.weights={weights}", "train.adaptation=linear_probe"]
+    overrides = [
+        "model=vit",
+        *shape,
+        f"model.weights={weights}",
+        "model.weights_source='RETFound (tiny test fixture)'",
+        "model.weights_licence='CC BY-NC 4.0'",
+        "train.adaptation=linear_probe",
+    ]
     cfg = smoke_config(shared_data, overrides)
-    train(cfg, tmp_path / "run")
-    _, trained, _ = load_run_model(tmp_path / "run", "latest")
+    train(cfg, tmp / "run")
+    return cfg, tmp / "run"
+
+
+def test_a_linear_probe_trains_the_last_layer_only(probe_run):
+    """RETFound's weights under train.adaptation=linear_probe: after training, every weight
+    but head_logits' is the file's (head_norm too, as RETFound's probe freezes fc_norm)."""
+    from retina.inference.restore import load_run_model
+
+    cfg, run_dir = probe_run
+    _, trained, _ = load_run_model(run_dir, "latest")
     loaded = build_model(cfg.model, cfg.preprocess.image_size)
     for before, after in zip(loaded.weights, trained.weights, strict=True):
         if before.path.startswith("head_logits"):
             assert not np.array_equal(before.numpy(), after.numpy()), before.path
         else:
             np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
+
+
+def test_the_weights_file_is_named_hashed_and_licensed_in_config_report_and_card(probe_run):
+    """config.yaml keeps the file's SHA-256; report.html and the model card name the
+    backbone's starting weights by file name (not folder), source, licence and hash."""
+    from retina.checkpoint import find_checkpoint
+    from retina.evaluation.held_out import evaluate_run
+    from retina.files import file_sha256
+    from retina.reports.model_card import write_model_card
+    from retina.run_dir import REPORT_HTML_FILE, evaluation_dir, load_run_config
+
+    cfg, run_dir = probe_run
+    digest = file_sha256(Path(cfg.model.weights))
+    saved = load_run_config(run_dir)
+    assert saved.model.weights_sha256 == digest
+    checkpoint = find_checkpoint(run_dir)
+    evaluate_run(run_dir, n_resamples=20)
+    report = evaluation_dir(run_dir, checkpoint.name, "test") / REPORT_HTML_FILE
+    card = write_model_card(run_dir, run_dir, saved, checkpoint)
+    expected = (
+        f"retfound.npz (RETFound (tiny test fixture); licence CC BY-NC 4.0; SHA-256 {digest})"
+    )
+    for text in (card.read_text(), report.read_text()):
+        assert expected in text
+        assert str(Path(cfg.model.weights).parent) not in text
 
 
 def test_grad_cam_reads_the_patch_grid_through_the_whole_head():

@@ -103,6 +103,11 @@ class ModelConfig:
     num_classes: int = 5
     head: Head = Head.softmax
     weights: str = "none"
+    # What a weights file is, for the report and model card (experiment=retfound_finetune
+    # names RETFound's); its SHA-256 is written by the run that loads it.
+    weights_source: str = ""
+    weights_licence: str = ""
+    weights_sha256: str = ""
     # Vision Transformers (retina.models.vit): the shape of model.name=vit (vit_base_patch16
     # and vit_large_patch16 have their own), and the stochastic depth of the last block.
     patch_size: int = 16

@@ -15,6 +15,7 @@ from retina.models.registry import (
     WEIGHTS_NONE,
     available_models,
     build_model,
+    pretrained_digest,
     register_model,
     without_pretrained,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "WEIGHTS_NONE",
     "available_models",
     "build_model",
+    "pretrained_digest",
     "register_model",
     "without_pretrained",
 ]

@@ -18,7 +18,6 @@ import keras
 import numpy as np
 
 from retina.errors import ConfigError
-from retina.files import file_sha256
 from retina.models.torch_pickle import load_torch_file
 
 DROPPED_PREFIXES = ("decoder_", "mask_token", "head.", "norm.")
@@ -50,9 +49,10 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     return {key: np.asarray(value, np.float32) for key, value in state.items()}
 
 
-def load_foreign_weights(model: keras.Model, path: str | Path) -> str:
-    """Assigns the file's weights to ``model`` (built by ``retina.models.vit``); returns
-    the file's SHA-256."""
+def load_foreign_weights(model: keras.Model, path: str | Path) -> None:
+    """Assigns the file's weights to ``model`` (built by ``retina.models.vit``): every key
+    lands in a variable, and every variable but the new head's gets one, or nothing is
+    loaded and the error names the keys."""
     state = read_state_dict(path)
     targets = _targets(model, _grid(model))
     kept = {key: value for key, value in state.items() if not key.startswith(DROPPED_PREFIXES)}
@@ -77,7 +77,6 @@ def load_foreign_weights(model: keras.Model, path: str | Path) -> str:
                     f"the model's {variable.path} {tuple(variable.shape)} ({_shape_hint(key)})."
                 )
             variable.assign(converted)
-    return file_sha256(Path(path))
 
 
 def _listed(keys: list[str], limit: int = 8) -> str:

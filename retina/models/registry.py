@@ -11,6 +11,7 @@ import keras
 
 from retina.config import ModelConfig
 from retina.errors import ConfigError
+from retina.files import file_sha256
 from retina.models.grading import Grading, attach_grading
 from retina.models.heads import num_outputs
 
@@ -61,6 +62,13 @@ def weights_file(cfg: ModelConfig) -> Path:
             f"file, or model.weights={WEIGHTS_NONE} to start from random weights."
         )
     return path
+
+
+def pretrained_digest(cfg: ModelConfig) -> str:
+    """The SHA-256 of the weights file ``model.weights`` names; '' for none and imagenet."""
+    if cfg.weights in (WEIGHTS_NONE, WEIGHTS_IMAGENET):
+        return ""
+    return file_sha256(weights_file(cfg))
 
 
 def error_summary(error: BaseException, limit: int = 240) -> str:

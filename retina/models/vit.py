@@ -188,8 +188,8 @@ def build_vit(cfg: ModelConfig, image_size: int) -> keras.Model:
     feature_map = layers.Reshape((grid, grid, shape.width), name="patch_grid")(x[:, 1:])
     model = keras.Model(inputs, build_head(feature_map, cfg, norm=True), name=cfg.name)
     if cfg.weights != WEIGHTS_NONE:
-        digest = load_foreign_weights(model, weights_file(cfg))
-        log.info("Loaded %s into %s (sha256 %s).", cfg.weights, cfg.name, digest)
+        load_foreign_weights(model, weights_file(cfg))
+        log.info("Loaded %s into %s.", cfg.weights, cfg.name)
     return model
 
 

@@ -16,7 +16,7 @@ from retina.config import RunConfig
 from retina.files import read_json, write_atomically
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.models.grading import Grading, grading_record
-from retina.reports.provenance import study_facts
+from retina.reports.provenance import describe_initial_weights, study_facts
 from retina.reports.report_html import INTENDED_USE, split_table
 from retina.reports.report_md import grade_call, subgroup_section
 from retina.reports.tables import format_interval, markdown_table
@@ -50,6 +50,8 @@ def _details(cfg: RunConfig, facts: dict, grading: Grading) -> str:
         [
             f"- Architecture: {cfg.model.name}, {cfg.model.head} head, "
             f"{cfg.preprocess.image_size}-pixel preprocessed RGB input (uint8).",
+            "- Initial weights (pretraining): "
+            f"{describe_initial_weights(facts['model']['initial_weights'])}.",
             f"- Grade call: {grade_call(grading_record(grading))}.",
             f"- Checkpoint: {r['checkpoint']}, weights SHA-256 {r['checkpoint_sha256']}.",
             f"- Config hash: {r['config_hash']}; data manifest hash: {r['manifest_hash']}.",

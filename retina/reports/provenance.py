@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from retina.checkpoint.files import library_versions, read_sidecar
-from retina.config import RunConfig
+from retina.config import ModelConfig, RunConfig
 from retina.data.prepare import reason_counts
 from retina.data.synthetic.dataset import SPEC_FILE
 from retina.metrics.rates import is_referable
+from retina.models import WEIGHTS_IMAGENET, WEIGHTS_NONE
 from retina.run_dir import BAD_INPUTS_FILE, GRADABILITY_FILE, read_manifest
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -33,6 +34,7 @@ def study_facts(run_dir: Path, cfg: RunConfig, checkpoint: Path) -> dict:
             "name": cfg.model.name,
             "head": cfg.model.head,
             "image_size": cfg.preprocess.image_size,
+            "initial_weights": initial_weights(cfg.model),
         },
         "data": {
             "layout": cfg.data.layout,
@@ -48,6 +50,31 @@ def study_facts(run_dir: Path, cfg: RunConfig, checkpoint: Path) -> dict:
         },
         "reproducibility": _reproducibility(checkpoint),
     }
+
+
+def initial_weights(model: ModelConfig) -> dict:
+    """Where the backbone's starting weights came from: a file by its name (never its
+    folder), the source and licence the config states, and the SHA-256 the run recorded."""
+    if model.weights == WEIGHTS_NONE:
+        return {"weights": "random initialisation"}
+    facts = {
+        "weights": model.weights if model.weights == WEIGHTS_IMAGENET else Path(model.weights).name,
+        "source": model.weights_source
+        or ("ImageNet (keras.applications)" if model.weights == WEIGHTS_IMAGENET else "not stated"),
+        "licence": model.weights_licence or "not stated",
+    }
+    if model.weights_sha256:
+        facts["sha256"] = model.weights_sha256
+    return facts
+
+
+def describe_initial_weights(weights: dict) -> str:
+    """One line for the reports: 'RETFound_cfp_weights.pth (source; licence ...; SHA-256
+    ...)'."""
+    if "source" not in weights:
+        return weights["weights"]
+    digest = f"; SHA-256 {weights['sha256']}" if "sha256" in weights else ""
+    return f"{weights['weights']} ({weights['source']}; licence {weights['licence']}{digest})"
 
 
 def split_counts(manifest: pd.DataFrame) -> list[dict]:

@@ -20,6 +20,7 @@ import markdown
 
 from retina.files import write_atomically
 from retina.reports.figures import PLOT_TITLES
+from retina.reports.provenance import describe_initial_weights
 from retina.reports.referral_curves import referral_section
 from retina.reports.report_md import auc_table, grade_call, level_section, subgroup_section
 from retina.reports.shift_comparison import comparison_section
@@ -117,7 +118,8 @@ def _intended_use(metrics: dict, facts: dict) -> str:
     model = facts.get("model", {})
     built = (
         f"\n\nModel: {model['name']} ({model['head']} head) on {model['image_size']}-pixel "
-        f"preprocessed scans. Grade call: {grade_call(metrics.get('grading'))}."
+        f"preprocessed scans. Grade call: {grade_call(metrics.get('grading'))}. Initial "
+        f"weights: {describe_initial_weights(model.get('initial_weights', _UNKNOWN))}."
         if model
         else ""
     )
@@ -280,6 +282,9 @@ def _width(interval: dict) -> str:
         return "n/a"
 
 
+_UNKNOWN = {"weights": "not recorded"}
+
+
 def _reproducibility(facts: dict) -> str:
     r = facts.get("reproducibility")
     if not r:
@@ -292,6 +297,10 @@ def _reproducibility(facts: dict) -> str:
         ["checkpoint", r["checkpoint"]],
         ["checkpoint weights (SHA-256)", r["checkpoint_sha256"]],
         ["data manifest hash (SHA-256)", r["manifest_hash"]],
+        [
+            "initial weights",
+            describe_initial_weights(facts.get("model", {}).get("initial_weights", _UNKNOWN)),
+        ],
         ["trained with", trained],
         ["evaluated with", versions],
     ]

@@ -35,6 +35,7 @@ from retina.files import text_sha256
 from retina.inference.outputs import make_output_step
 from retina.models import build_model, without_pretrained
 from retina.models.heads import LOGITS_LAYER, num_outputs
+from retina.models.registry import pretrained_digest
 from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,
@@ -143,9 +144,14 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
     resuming = has_checkpoints(run_dir)
     # Restore order 1: the policy first; a resumed run keeps the one it started with. Seeded
     # after it: a precision measurement builds models that draw from the seeded generators.
-    policy = apply_precision(cfg, resumed_precision(run_dir) if resuming else "", placement)
+    saved = saved_config(run_dir) if resuming else None
+    policy = apply_precision(cfg, saved.train.resolved_precision if saved else "", placement)
     keras.utils.set_random_seed(cfg.seed)
-    cfg = replace(cfg, train=replace(cfg.train, resolved_precision=policy))
+    cfg = replace(
+        cfg,
+        train=replace(cfg.train, resolved_precision=policy),
+        model=replace(cfg.model, weights_sha256=initial_weights_digest(cfg, saved)),
+    )
 
     # Data: the chief prepares it, the other workers read what it wrote.
     manifest = prepare_data(cfg, run_dir, placement)
@@ -311,7 +317,18 @@ def describe_run(cfg: RunConfig, manifest: pd.DataFrame) -> dict:
     }
 
 
-def resumed_precision(run_dir: Path) -> str:
-    """The policy a run being resumed started with ('' for runs from before it was kept)."""
+def saved_config(run_dir: Path) -> RunConfig | None:
+    """The config a run being resumed saved (None before its first checkpoint verified)."""
     saved = run_dir / CONFIG_FILE
-    return load_run_config(saved).train.resolved_precision if saved.is_file() else ""
+    return load_run_config(saved) if saved.is_file() else None
+
+
+def initial_weights_digest(cfg: RunConfig, saved: RunConfig | None) -> str:
+    """The SHA-256 of the weights file the run started from: hashed by a new run, kept
+    from the saved config by a resumed one (which does not read the file again)."""
+    if saved is not None:
+        return saved.model.weights_sha256
+    digest = pretrained_digest(cfg.model)
+    if digest:
+        log.info("model.weights file sha256 %s.", digest)
+    return digest
