@@ -58,6 +58,9 @@ def _parser(benchmarks: dict) -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--train-patients", type=int, default=300, help="train: synthetic patients")
+    parser.add_argument(
+        "--result-name", default="", help="benchmarks/<this>.json (default: the benchmark's name)"
+    )
     for name, module in benchmarks.items():
         module.add_arguments(parser.add_argument_group(name))
     return parser
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         result = benchmarks[name].run(args)
         result["machine"] = machine()
         result["command"] = " ".join(["python", "scripts/benchmark.py", *(argv or sys.argv[1:])])
-        (OUT_DIR / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        saved_as = args.result_name if args.result_name and len(names) == 1 else name
+        (OUT_DIR / f"{saved_as}.json").write_text(json.dumps(result, indent=2) + "\n")
         _print_table(name, result)
     return 0
 

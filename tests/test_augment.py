@@ -242,6 +242,8 @@ def _op_types(cfg: AugmentConfig) -> set[str]:
         ("crop_scale_min", 0.8, "ResizeBilinear"),
         ("saturation", 0.2, "AdjustSaturation"),
         ("hue", 0.1, "AdjustHue"),
+        ("rand_augment_layers", 2, "StatelessCase"),
+        ("erase_probability", 0.25, "StatelessRandomNormalV2"),
     ],
 )
 def test_ops_that_are_off_are_not_in_the_graph(key, value, op_type):
@@ -266,6 +268,12 @@ def test_ops_that_are_off_are_not_in_the_graph(key, value, op_type):
         ("hue", -0.1),
         ("hue", 0.6),
         ("hue", "0.1"),
+        ("rand_augment_layers", 1.5),
+        ("rand_augment_layers", -1),
+        ("rand_augment_magnitude", 11.0),
+        ("erase_probability", 1.5),
+        ("mixup_alpha", -0.2),
+        ("cutmix_alpha", math.nan),
     ],
 )
 def test_augment_image_rejects_an_out_of_range_value_naming_the_key(key, value):

@@ -3,14 +3,16 @@ training images/s under float32, mixed_bfloat16 and mixed_float16 on this machin
 model, interleaved.
 
 The same measurement ``train.precision=auto`` makes on a CPU with bfloat16 matrix
-instructions (``retina.training.precision_probe``), longer: each policy gets the model,
-optimizer and compiled step at ``--image-size`` px, batch 32; after one traced step each,
-``--repeats`` rounds time up to ``--precision-steps`` steps of every policy in turn; a
-policy that has spent ``--precision-budget`` seconds in a round stops early that round
-(float16 on a CPU can take minutes a step). The figures are written to the cache ``auto``
-reads, so a training run with the same model, image size and batch size on this machine
-does not measure again. On a GPU the same table is added for EfficientNet-B0 at 224 px,
-batch 64.
+instructions (``retina.training.precision_probe``), longer: each of ``--precision-policies``
+gets the model, optimizer and compiled step at ``--image-size`` px, batch
+``--precision-batch``; after one traced step each, ``--repeats`` rounds time up to
+``--precision-steps`` steps of every policy in turn; a policy that has spent
+``--precision-budget`` seconds in a round stops early that round (float16 on a CPU can take
+minutes a step). With float32 and mixed_bfloat16 among them, the figures are written to
+the cache ``auto`` reads, so a training run with the same model, image size and batch size
+on this machine does not measure again. The ViT table in docs/benchmarks.md leaves float16
+out: ViT-L's three policies do not fit in 24 GiB at once. On a GPU the same table is added
+for EfficientNet-B0 at 224 px, batch 64.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--precision-budget", type=float, default=30.0, help="precision: seconds per round"
     )
+    parser.add_argument("--precision-policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--precision-batch", type=int, default=32, help="precision: batch size")
 
 
 def machine_facts() -> dict:
@@ -54,7 +58,7 @@ def compare_policies(cfg, args) -> dict:
     rounds; on a CPU also stored where ``train.precision=auto`` looks."""
     from retina.training import precision
     from retina.training.precision_cache import cache_file, cache_folder, locked, write_measurement
-    from retina.training.precision_probe import ProbeSettings, measure_policies
+    from retina.training.precision_probe import PROBE_POLICIES, ProbeSettings, measure_policies
 
     settings = ProbeSettings(
         rounds=args.repeats,
@@ -62,16 +66,18 @@ def compare_policies(cfg, args) -> dict:
         max_steps=args.precision_steps,
         budget_seconds=args.precision_budget,
     )
-    result = measure_policies(cfg, POLICIES, settings)
+    policies = tuple(args.precision_policies)
+    result = measure_policies(cfg, policies, settings)
     figures = precision.probe_figures(result)
-    if not precision.gpu_compute_capabilities():
+    if not precision.gpu_compute_capabilities() and set(PROBE_POLICIES) <= set(policies):
         key = precision.probe_key(cfg, precision.read_cpu())
         path = cache_file(cache_folder(cfg.train.precision_cache), key)
         with locked(path):
             write_measurement(path, key, figures)
         figures["stored_in"] = str(path)
     rates = result.images_per_s
-    return {**figures, "vs_float32": {p: rates[p] / rates["float32"] for p in POLICIES}}
+    base = rates.get("float32")
+    return {**figures, "vs_float32": {p: rates[p] / base for p in policies} if base else {}}
 
 
 def run(args) -> dict:
@@ -79,7 +85,7 @@ def run(args) -> dict:
     import tensorflow as tf
 
     work = Path(tempfile.mkdtemp(prefix="retina-bench-precision-"))
-    base_cfg = train_config(args, work)
+    base_cfg = train_config(args, work, batch_size=args.precision_batch)
     result = {"machine_precision": machine_facts()}
     for name in args.precision_models:
         cfg = dataclasses.replace(base_cfg, model=model_preset(name))
