@@ -1,10 +1,11 @@
 """Mixup and cutmix over a training batch, as timm's ``Mixup`` in its default ``batch`` mode,
 seeded by the training step so a resumed run mixes exactly as the uninterrupted one.
 
-Each batch is mixed with itself reversed (scan i with scan B-1-i) by one weight ``lam``
-drawn from Beta(alpha, alpha): mixup blends the whole images, cutmix pastes a box of the
-partner covering a share 1 - lam of the image (``lam`` is then corrected to the box's real
-area, which clipping at the border may shrink). With both alphas set, each batch uses one
+Each batch is mixed with itself reversed (scan i with scan B-1-i; under a distribution
+strategy, within each replica's share of the batch) by one weight ``lam`` drawn from
+Beta(alpha, alpha): mixup blends the whole images, cutmix pastes a box of the partner
+covering a share 1 - lam of the image (``lam`` is then corrected to the box's real area,
+which clipping at the border may shrink). With both alphas set, each batch uses one
 of the two with probability 1/2. The loss is ``lam x loss(own grades) + (1 - lam) x
 loss(partner's grades)``, for every head: for a softmax that is the cross-entropy against
 timm's mixed (smoothed) one-hot targets, and it gives ordinal and regression heads their

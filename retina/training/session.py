@@ -33,9 +33,8 @@ from retina.data.sources import MANIFEST_COLUMNS, training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
 from retina.inference.outputs import make_output_step
-from retina.models import build_model, without_pretrained
+from retina.models import build_model, pretrained_digest, without_pretrained
 from retina.models.heads import LOGITS_LAYER, num_outputs
-from retina.models.registry import pretrained_digest
 from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,
