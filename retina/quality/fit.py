@@ -1,0 +1,165 @@
+"""Fitting the gate at training time, on numpy arrays of the model's pooled features and
+the image measures: the training scans' principal axes and distances, the learnt quality
+score, and both thresholds on validation.
+
+The learnt score is a logistic regression (L2, classes balanced) of the graders' gradable
+label on the whitened principal coordinates of the pooled features and the standardized
+image measures: a small head on what the model already computes, fitted after each epoch
+in closed form rather than trained by the loop, so it neither changes the grading model's
+training nor the resumed run's bit-exact path (it reads the weights, draws no random
+number), and it is fitted again whenever the features move.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from retina.config import QualityConfig
+from retina.quality.gate import GateParams, gate_components
+from retina.quality.scoring import feature_width, scan_signals
+
+log = logging.getLogger(__name__)
+TRAIN_QUANTILE = 0.99  # each distance is scaled by its training scans' 99th percentile
+RIDGE = 1e-3  # added to the variances, relative to their mean: few scans, many features
+
+
+def principal_axes(features: np.ndarray, components: int):
+    """(mean, axes (k, width), variances (k,), mean squared residual) of training features;
+    k is at most the scans less one."""
+    mean = features.mean(0)
+    centred = features - mean
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    k = max(1, min(components, len(features) - 1, axes.shape[0]))
+    variances = singular[:k] ** 2 / max(len(features) - 1, 1)
+    variances = variances + RIDGE * max(variances.mean(), 1e-12)
+    residual = centred - centred @ axes[:k].T @ axes[:k]
+    residual_variance = max(float(np.mean(np.sum(residual**2, 1))), 1e-6)
+    padded = np.zeros((components, features.shape[1]), np.float64)
+    padded[:k] = axes[:k]
+    padded_variances = np.ones(components)
+    padded_variances[:k] = variances
+    return mean, padded, padded_variances, residual_variance
+
+
+def measure_statistics(measures: np.ndarray):
+    """(mean, precision, standard deviations) of the training scans' image measures."""
+    mean = measures.mean(0)
+    covariance = np.cov(measures, rowvar=False) if len(measures) > 1 else np.eye(len(mean))
+    covariance = np.atleast_2d(covariance)
+    covariance += RIDGE * max(np.trace(covariance) / len(mean), 1e-6) * np.eye(len(mean))
+    return mean, np.linalg.inv(covariance), np.sqrt(np.diag(covariance))
+
+
+def distances(params: GateParams, features: np.ndarray, measures: np.ndarray):
+    """(feature distances, measure distances, whitened inputs of the score), numpy twins of
+    ``retina.quality.gate``'s (fitting only; the verdict is always TensorFlow's)."""
+    centred = features - params.feature_mean
+    coordinates = centred @ params.feature_axes.T
+    residual = centred - coordinates @ params.feature_axes
+    whitened = coordinates / np.sqrt(params.feature_variances)
+    feature_d = np.sum(whitened**2, 1) + np.sum(residual**2, 1) / params.residual_variance
+    offsets = measures - params.measure_mean
+    measure_d = np.sum((offsets @ params.measure_precision) * offsets, 1)
+    inputs = np.concatenate([whitened, offsets / params.measure_scale], 1)
+    return feature_d, measure_d, inputs
+
+
+def fit_score(inputs: np.ndarray, gradable: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(weights, bias) of P(gradable); None without both labels among the training scans."""
+    if len(np.unique(gradable)) < 2:
+        return None
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    model.fit(inputs, gradable)
+    return model.coef_[0], float(model.intercept_[0])
+
+
+def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
+    """The gate fitted on training scans, its thresholds chosen on validation scans.
+
+    Args:
+        train, val: ``features`` (n, width), ``measures`` (n, measures) and ``gradable``
+            (n,) 0/1, the graders' label.
+        cfg: ``quality.*``.
+    """
+    width = train["features"].shape[1]
+    components = gate_components(width, cfg)
+    params = GateParams.empty(width, components)
+    mean, axes, variances, residual = principal_axes(train["features"], components)
+    m_mean, m_precision, m_scale = measure_statistics(train["measures"])
+    params.feature_mean, params.feature_axes = mean, axes
+    params.feature_variances, params.residual_variance = variances, np.float32(residual)
+    params.measure_mean, params.measure_precision, params.measure_scale = (
+        m_mean,
+        m_precision,
+        m_scale,
+    )
+    feature_d, measure_d, inputs = distances(params, train["features"], train["measures"])
+    params.distance_scales = np.array(
+        [np.quantile(feature_d, TRAIN_QUANTILE), np.quantile(measure_d, TRAIN_QUANTILE)]
+    )
+    params.novelty_threshold = np.float32(novelty_threshold(params, val, cfg))
+    params.fitted = np.float32(1)
+    score = fit_score(inputs, train["gradable"])
+    if score is not None:
+        params.score_weights, params.score_bias = score
+        params.score_threshold = np.float32(score_threshold(params, val, cfg))
+        params.score_fitted = np.float32(1)
+    return GateParams.from_dict(params.as_dict())
+
+
+def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
+    """The smallest threshold that rejects at most ``max_rejected_fundus`` of validation's
+    scans (every one a fundus photograph): an upper quantile of their novelty."""
+    feature_d, measure_d, _ = distances(params, val["features"], val["measures"])
+    novelty = np.maximum(
+        feature_d / params.distance_scales[0], measure_d / params.distance_scales[1]
+    )
+    return float(np.quantile(novelty, 1 - cfg.max_rejected_fundus, method="higher"))
+
+
+def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
+    """The largest threshold that withholds at most ``max_withheld_gradable`` of
+    validation's gradable scans (score strictly below it is withheld)."""
+    *_, inputs = distances(params, val["features"], val["measures"])
+    scores = 1 / (1 + np.exp(-(inputs @ params.score_weights + params.score_bias)))
+    gradable = scores[np.asarray(val["gradable"]) == 1]
+    if not len(gradable):
+        return 0.0
+    return float(np.quantile(gradable, cfg.max_withheld_gradable, method="lower"))
+
+
+def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) -> dict:
+    """The gate of ``model`` fitted on a run's scans, as ``GateParams.as_dict()``.
+
+    Args:
+        model: the model as it will be saved (its weight averages applied, if any).
+        rows: ``train`` and ``val`` manifest rows and ``ungradable`` (the graders'
+            ungradable scans of both, ``retina.data.prepare.prepare_ungradable``), each
+            with a ``cache_path``.
+        cfg: ``quality.*``; ``fit_scans`` caps the graded training scans read.
+    """
+    graded = rows["train"] if not cfg.fit_scans else rows["train"].head(cfg.fit_scans)
+    ungradable = rows["ungradable"]
+    signals = {}
+    for split, part in (("train", graded), ("val", rows["val"])):
+        extra = ungradable[ungradable["split"] == split]
+        paths = [*part["cache_path"], *extra["cache_path"]]
+        signals[split] = scan_signals(model, paths, batch_size)
+        signals[split]["gradable"] = np.r_[np.ones(len(part)), np.zeros(len(extra))]
+    params = fit_gate(signals["train"], signals["val"], cfg)
+    log.info(
+        "Quality gate fitted on %d training scans (%d ungradable)%s.",
+        len(signals["train"]["gradable"]),
+        int((signals["train"]["gradable"] == 0).sum()),
+        "" if params.score_fitted else "; no learnt score: no ungradable training scan",
+    )
+    return params.as_dict()
+
+
+def unfitted_gate(model, cfg: QualityConfig) -> dict:
+    """The unfitted gate of ``model`` (its shapes), as the training state first holds it."""
+    width = feature_width(model)
+    return GateParams.empty(width, gate_components(width, cfg)).as_dict()
