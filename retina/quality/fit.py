@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
 
 from retina.config import QualityConfig
-from retina.quality.gate import GateParams, gate_components
+from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
 from retina.quality.scoring import feature_width, scan_signals
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,14 @@ def measure_statistics(measures: np.ndarray):
 
 
 def distances(params: GateParams, features: np.ndarray, measures: np.ndarray):
-    """(feature distances, measure distances, whitened inputs of the score), numpy twins of
-    ``retina.quality.gate``'s (fitting only; the verdict is always TensorFlow's)."""
-    centred = features - params.feature_mean
-    coordinates = centred @ params.feature_axes.T
-    residual = centred - coordinates @ params.feature_axes
-    whitened = coordinates / np.sqrt(params.feature_variances)
-    feature_d = np.sum(whitened**2, 1) + np.sum(residual**2, 1) / params.residual_variance
-    offsets = measures - params.measure_mean
-    measure_d = np.sum((offsets @ params.measure_precision) * offsets, 1)
-    inputs = np.concatenate([whitened, offsets / params.measure_scale], 1)
-    return feature_d, measure_d, inputs
+    """(feature distances, measure distances, inputs of the score) by the gate's own
+    TensorFlow functions in float32, so a threshold chosen on them is the one the verdict
+    meets (a validation scan at the threshold stays on its side)."""
+    constants = {k: tf.constant(v) for k, v in params.as_dict().items()}
+    feature_d, whitened = feature_distance(constants, tf.constant(features, tf.float32))
+    measure_d, standardized = measure_distance(constants, tf.constant(measures, tf.float32))
+    inputs = tf.concat([whitened, standardized], 1)
+    return feature_d.numpy(), measure_d.numpy(), inputs.numpy()
 
 
 def fit_score(inputs: np.ndarray, gradable: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -100,11 +98,13 @@ def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
     params.distance_scales = np.array(
         [np.quantile(feature_d, TRAIN_QUANTILE), np.quantile(measure_d, TRAIN_QUANTILE)]
     )
+    params = GateParams.from_dict(params.as_dict())  # float32 from here, as the verdict
     params.novelty_threshold = np.float32(novelty_threshold(params, val, cfg))
     params.fitted = np.float32(1)
     score = fit_score(inputs, train["gradable"])
     if score is not None:
-        params.score_weights, params.score_bias = score
+        params.score_weights = score[0].astype(np.float32)
+        params.score_bias = np.float32(score[1])
         params.score_threshold = np.float32(score_threshold(params, val, cfg))
         params.score_fitted = np.float32(1)
     return GateParams.from_dict(params.as_dict())
@@ -114,9 +114,8 @@ def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> floa
     """The smallest threshold that rejects at most ``max_rejected_fundus`` of validation's
     scans (every one a fundus photograph): an upper quantile of their novelty."""
     feature_d, measure_d, _ = distances(params, val["features"], val["measures"])
-    novelty = np.maximum(
-        feature_d / params.distance_scales[0], measure_d / params.distance_scales[1]
-    )
+    scales = params.distance_scales.astype(np.float32)
+    novelty = np.maximum(feature_d / scales[0], measure_d / scales[1])
     return float(np.quantile(novelty, 1 - cfg.max_rejected_fundus, method="higher"))
 
 
@@ -124,7 +123,8 @@ def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
     """The largest threshold that withholds at most ``max_withheld_gradable`` of
     validation's gradable scans (score strictly below it is withheld)."""
     *_, inputs = distances(params, val["features"], val["measures"])
-    scores = 1 / (1 + np.exp(-(inputs @ params.score_weights + params.score_bias)))
+    logits = tf.linalg.matvec(tf.constant(inputs), tf.constant(params.score_weights))
+    scores = tf.sigmoid(logits + tf.constant(params.score_bias)).numpy()
     gradable = scores[np.asarray(val["gradable"]) == 1]
     if not len(gradable):
         return 0.0

@@ -3,11 +3,14 @@ scan, the verdict of every scan as a table, and what a withheld scan's row says.
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from retina.checkpoint.read import read_quality
 from retina.config import QualityConfig
 from retina.data.pipeline import make_eval_dataset
 from retina.models.heads import DROPOUT_LAYER
@@ -17,11 +20,13 @@ from retina.quality.gate import (
     VERDICTS,
     GateParams,
     gate_batch,
+    gate_components,
     reasons_of,
     rule_settings,
 )
 from retina.quality.measures import image_measures
 
+log = logging.getLogger(__name__)
 QUALITY_COLUMNS = ["quality", "quality_reasons", "quality_score", "fundus_distance"]
 DECISION_COLUMN = "decision"  # refer | no_refer | retake
 
@@ -126,3 +131,58 @@ def is_no_field_problem(reason: str) -> bool:
 def withheld(table: pd.DataFrame) -> pd.Series:
     """The rows the gate withholds (any verdict but gradable)."""
     return table["quality"] != "gradable"
+
+
+GRADED_PREFIXES = ("prob_", "predicted_grade", "referable", "referred", "refer_to", "overlay")
+GRADED_PARTS = ("entropy", "mutual_information")
+
+
+def graded_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of a prediction table that grade a scan (probabilities, grade call,
+    referral decisions, uncertainty, overlays): empty for a withheld scan."""
+    return [
+        column
+        for column in table
+        if column.startswith(GRADED_PREFIXES) or any(part in column for part in GRADED_PARTS)
+    ]
+
+
+def apply_gate(
+    table: pd.DataFrame, verdicts: pd.DataFrame, action: str, referred: str = "referred"
+) -> pd.DataFrame:
+    """``table`` (one row per scan) with the verdict columns and the ``decision``: the
+    grade's (``refer`` or ``no_refer``, by the ``referred`` column) for a gradable scan,
+    ``action`` (``retake`` or ``refer``) for a withheld one, whose graded columns are
+    emptied and whose ``referred*`` columns say 1 only when the action refers."""
+    table, verdicts = table.reset_index(drop=True), verdicts.reset_index(drop=True)
+    held = withheld(verdicts).to_numpy()
+    out = pd.concat([table, verdicts[QUALITY_COLUMNS]], axis=1)
+    for column in graded_columns(table):
+        kind = out[column].dtype.kind
+        if kind in "iub":
+            out[column] = out[column].astype("Int64")
+        elif kind == "f":
+            out[column] = out[column].astype("Float64")
+        out.loc[held, column] = pd.NA
+        if column.startswith("referred") and action == "refer":
+            out.loc[held, column] = 1
+    refers = table[referred].fillna(0).astype(int).to_numpy() == 1
+    out[DECISION_COLUMN] = np.where(held, action, np.where(refers, "refer", "no_refer"))
+    return out
+
+
+def load_gate(model: keras.Model, cfg, path) -> Gate:
+    """The gate ``path`` (a checkpoint) was saved with; the rules alone (logged) when it
+    holds none."""
+    values = read_quality(path)
+    if values is None:
+        log.info(
+            "%s holds no quality gate (saved before it, or with quality.enabled=false): "
+            "the rules alone decide gradable or ungradable, nothing is called not_fundus.",
+            path,
+        )
+        width = feature_width(model)
+        params = GateParams.empty(width, gate_components(width, cfg.quality))
+    else:
+        params = GateParams.from_dict(values)
+    return Gate(params, cfg.quality, cfg.preprocess.image_size)
