@@ -44,6 +44,7 @@ from retina.models.grading import Grading, ensemble_grading, grading_of, grading
 from retina.quality.scoring import Gate, apply_gate, load_gate
 from retina.reports.figures import write_plots
 from retina.reports.provenance import study_facts
+from retina.reports.quality_gate import quality_gate_section
 from retina.reports.referral_curves import referral_section, write_referral_plots
 from retina.reports.report_html import write_html_report
 from retina.reports.report_md import subgroup_section, write_report
@@ -339,7 +340,7 @@ def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict, fact
     write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
     plots = write_plots(out_dir, predictions, metrics)
     plots |= write_referral_plots(out_dir, predictions, metrics)
-    sections = [referral_section(metrics)]
+    sections = [quality_gate_section(metrics), referral_section(metrics)]
     if metrics["subgroups"]:
         sections.append(subgroup_section(metrics["subgroups"]))
     if "in_domain" in metrics:

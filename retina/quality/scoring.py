@@ -4,6 +4,7 @@ scan, the verdict of every scan as a table, and what a withheld scan's row says.
 from __future__ import annotations
 
 import logging
+import weakref
 
 import keras
 import numpy as np
@@ -40,16 +41,22 @@ def feature_width(model: keras.Model) -> int:
     return int(model.get_layer(DROPOUT_LAYER).input.shape[-1])
 
 
+_SIGNAL_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def make_signal_step(model: keras.Model):
-    """``images -> (features, measures)`` as one compiled function."""
-    features_of = feature_model(model)
+    """``images -> (features, measures)`` as one compiled function, made once per model
+    (training fits the gate after every epoch)."""
+    if model not in _SIGNAL_STEPS:
+        features_of = feature_model(model)
 
-    @tf.function
-    def step(images):
-        features = tf.cast(features_of(images, training=False), tf.float32)
-        return features, image_measures(images)
+        @tf.function
+        def step(images):
+            features = tf.cast(features_of(images, training=False), tf.float32)
+            return features, image_measures(images)
 
-    return step
+        _SIGNAL_STEPS[model] = step
+    return _SIGNAL_STEPS[model]
 
 
 def scan_signals(model: keras.Model, cache_paths: list[str], batch_size: int = 64) -> dict:

@@ -22,13 +22,13 @@ graders graded that the gate withholds (target <= 2%).
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "retina" / "conf"
 NON_FUNDUS = ("mask", "photo", "blank", "text")
 # scikit-image's shipped photographs (no download); its retina photo is a fundus, its
 # microaneurysms image a crop of one: left out.
@@ -176,20 +176,35 @@ def _test_files(run_dir: Path, data_root: Path) -> dict[str, list[Path]]:
     }
 
 
+def default_run_config(work: Path, patients: int, epochs: int):
+    """``python -m retina.train``'s config as Hydra composes it, its data under ``work``,
+    in float32 (the same numbers on any CPU kind), no TensorBoard."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from retina.config import register_configs
+
+    register_configs()
+    overrides = [
+        f"data.root={work / 'scans'}",
+        f"data.cache_dir={work / 'cache'}",
+        f"data.synthetic.n_patients={patients}",
+        f"train.epochs={epochs}",
+        "train.precision=float32",
+        "train.tensorboard=false",
+        "train.evaluate_test=false",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="train", overrides=overrides))
+
+
 def run(args) -> dict:
-    from retina.config import RunConfig
     from retina.evaluation.held_out import evaluate_run
     from retina.serving.unlabeled import predict_scans
     from retina.training.loop import train
 
     work = Path(args.quality_work or tempfile.mkdtemp(prefix="retina-quality-"))
-    cfg = RunConfig()
-    data = dataclasses.replace(cfg.data, root=str(work / "scans"), cache_dir=str(work / "cache"))
-    data.synthetic.n_patients = args.quality_patients
-    loop = dataclasses.replace(
-        cfg.train, epochs=args.quality_epochs, precision="float32", evaluate_test=False
-    )
-    cfg = dataclasses.replace(cfg, data=data, train=loop)
+    cfg = default_run_config(work, args.quality_patients, args.quality_epochs)
     run_dir = work / "run"
     if not (run_dir / "status.json").exists():
         train(cfg, run_dir)
