@@ -22,13 +22,13 @@ def with_graders_ungradable(
     """``rows`` (the graded scans of ``split``) and the graders' ungradable scans of that
     split, ``graders_gradable`` telling them apart (the latter never enter a metric of
     the grade)."""
+    rows = rows.assign(**{GRADERS_COLUMN: 1})
     extra = prepare_ungradable(cfg, run_dir, (split,))
-    if len(extra):
-        log.info(
-            "%d scans of %s the graders found ungradable go through the gate.", len(extra), split
-        )
-    joined = pd.concat([rows.assign(**{GRADERS_COLUMN: 1}), extra.assign(**{GRADERS_COLUMN: 0})])
-    return joined.reset_index(drop=True)
+    if extra.empty:
+        return rows.reset_index(drop=True)
+    log.info("%d scans of %s the graders found ungradable: through the gate.", len(extra), split)
+    joined = pd.concat([rows, extra.assign(**{GRADERS_COLUMN: 0})], ignore_index=True)
+    return joined.astype({"grade": int})
 
 
 def verdicts_of(gate: Gate | None, model, rows: pd.DataFrame, batch_size: int) -> pd.DataFrame:
