@@ -42,6 +42,7 @@ from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.metrics.undefined import as_records, gathered, log_undefined, where
 from retina.models.grading import Grading, ensemble_grading, grading_of, grading_record
 from retina.quality.scoring import Gate, apply_gate, load_gate
+from retina.quality.summary import GRADERS_COLUMN
 from retina.reports.figures import write_plots
 from retina.reports.provenance import study_facts
 from retina.reports.quality_gate import quality_gate_section
@@ -266,14 +267,17 @@ def score(
         apply_policy(
             scorer, everything, kept, metrics, options, policy_samples, policy, calibration
         )
+    predictions = everything[kept].reset_index(drop=True)  # with the policy's column
     metrics["quality_gate"] = quality_record(scorer, rows, everything, verdicts, options)
     metrics["referral"]["withheld_by_quality_gate"] = metrics["quality_gate"]["withheld"]
     metrics["undefined"] = as_records(undefined_metrics)  # each nan's reason
     log_undefined(undefined_metrics, log, f"Evaluation of {dataset} (where and why: metrics.json)")
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
-    predictions = apply_gate(everything, verdicts, scorer.action, "referred_default")
-    _write_outputs(out_dir, predictions, metrics, scorer.facts)
+    written = apply_gate(everything, verdicts, scorer.action, "referred_default")
+    if GRADERS_COLUMN in rows:  # which scans the graders could grade (the gate's truth)
+        written.insert(4, GRADERS_COLUMN, rows[GRADERS_COLUMN].to_numpy())
+    _write_outputs(out_dir, written, predictions, metrics, scorer.facts)
     _log_summary(metrics, out_dir)
     return metrics
 
@@ -331,11 +335,13 @@ def _operating_points_source(path: Path, cfg: RunConfig) -> str:
     )
 
 
-def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict, facts: dict) -> None:
+def _write_outputs(out_dir: Path, written, predictions, metrics: dict, facts: dict) -> None:
+    """``written`` (every scan, verdicts, withheld ones without a grade) as predictions.csv;
+    the plots and reports of ``predictions``, the scans the metrics are measured on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
         out_dir / PREDICTIONS_FILE,
-        lambda path: predictions.to_csv(path, index=False, float_format="%.6f"),
+        lambda path: written.to_csv(path, index=False, float_format="%.6f"),
     )
     write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
     plots = write_plots(out_dir, predictions, metrics)

@@ -20,7 +20,6 @@ from sklearn.linear_model import LogisticRegression
 
 from retina.config import QualityConfig
 from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
-from retina.quality.scoring import feature_width, scan_signals
 
 log = logging.getLogger(__name__)
 TRAIN_QUANTILE = 0.99  # each distance is scaled by its training scans' 99th percentile
@@ -110,56 +109,34 @@ def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
     return GateParams.from_dict(params.as_dict())
 
 
+def conformal_rank(count: int, share: float) -> int:
+    """How many of ``count`` validation scores may lie beyond the threshold so that a new
+    scan does with probability at most ``share`` (split conformal: the threshold is the
+    ``floor((count + 1) x share)``-th most extreme score, and a new exchangeable scan lies
+    beyond it with probability at most that rank over count + 1); at least 1, where too few
+    scans can give that guarantee (the threshold is then their most extreme: none of them
+    is beyond it)."""
+    return max(1, int(np.floor((count + 1) * share)))
+
+
 def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
-    """The smallest threshold that rejects at most ``max_rejected_fundus`` of validation's
-    scans (every one a fundus photograph): an upper quantile of their novelty."""
+    """The not-a-fundus threshold: a new fundus scan like validation's is rejected with
+    probability at most ``max_rejected_fundus`` (``conformal_rank``), and so at most that
+    share of validation's own scans is."""
     feature_d, measure_d, _ = distances(params, val["features"], val["measures"])
     scales = params.distance_scales.astype(np.float32)
-    novelty = np.maximum(feature_d / scales[0], measure_d / scales[1])
-    return float(np.quantile(novelty, 1 - cfg.max_rejected_fundus, method="higher"))
+    novelty = np.sort(np.maximum(feature_d / scales[0], measure_d / scales[1]))
+    return float(novelty[-conformal_rank(len(novelty), cfg.max_rejected_fundus)])
 
 
 def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
-    """The largest threshold that withholds at most ``max_withheld_gradable`` of
-    validation's gradable scans (score strictly below it is withheld)."""
+    """The learnt score's threshold (a score below it is withheld): a new gradable scan
+    like validation's is withheld with probability at most ``max_withheld_gradable``
+    (``conformal_rank``), and so at most that share of validation's own gradable scans is."""
     *_, inputs = distances(params, val["features"], val["measures"])
     logits = tf.linalg.matvec(tf.constant(inputs), tf.constant(params.score_weights))
     scores = tf.sigmoid(logits + tf.constant(params.score_bias)).numpy()
-    gradable = scores[np.asarray(val["gradable"]) == 1]
+    gradable = np.sort(scores[np.asarray(val["gradable"]) == 1])
     if not len(gradable):
         return 0.0
-    return float(np.quantile(gradable, cfg.max_withheld_gradable, method="lower"))
-
-
-def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) -> dict:
-    """The gate of ``model`` fitted on a run's scans, as ``GateParams.as_dict()``.
-
-    Args:
-        model: the model as it will be saved (its weight averages applied, if any).
-        rows: ``train`` and ``val`` manifest rows and ``ungradable`` (the graders'
-            ungradable scans of both, ``retina.data.prepare.prepare_ungradable``), each
-            with a ``cache_path``.
-        cfg: ``quality.*``; ``fit_scans`` caps the graded training scans read.
-    """
-    graded = rows["train"] if not cfg.fit_scans else rows["train"].head(cfg.fit_scans)
-    ungradable = rows["ungradable"]
-    signals = {}
-    for split, part in (("train", graded), ("val", rows["val"])):
-        extra = ungradable[ungradable["split"] == split]
-        paths = [*part["cache_path"], *extra["cache_path"]]
-        signals[split] = scan_signals(model, paths, batch_size)
-        signals[split]["gradable"] = np.r_[np.ones(len(part)), np.zeros(len(extra))]
-    params = fit_gate(signals["train"], signals["val"], cfg)
-    log.info(
-        "Quality gate fitted on %d training scans (%d ungradable)%s.",
-        len(signals["train"]["gradable"]),
-        int((signals["train"]["gradable"] == 0).sum()),
-        "" if params.score_fitted else "; no learnt score: no ungradable training scan",
-    )
-    return params.as_dict()
-
-
-def unfitted_gate(model, cfg: QualityConfig) -> dict:
-    """The unfitted gate of ``model`` (its shapes), as the training state first holds it."""
-    width = feature_width(model)
-    return GateParams.empty(width, gate_components(width, cfg)).as_dict()
+    return float(gradable[conformal_rank(len(gradable), cfg.max_withheld_gradable) - 1])

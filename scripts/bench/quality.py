@@ -11,9 +11,10 @@ predicts a folder holding:
     mask         every lesion mask of the test split's scans
     photo        the natural photographs scikit-image ships (``PHOTOS``), and a crop of
                  the larger half of each (36 in all)
-    blank        blank pages: white, off-white, grey, black
-    text         text pages: scikit-image's ``page`` and ``text``, and pages of generated
-                 lines of text
+    blank        blank pages: white, off-white, grey, black, and one photographed under a
+                 lamp (corners in shadow)
+    text         text pages: scikit-image's ``page`` and ``text``, pages of generated lines
+                 of text, and one under a lamp
 
 The figures: the share of non-fundus inputs (mask, photo, blank, text) that are called
 ``not_fundus`` or ``ungradable`` (target >= 95%), and the share of the fundus scans the
@@ -113,7 +114,19 @@ def pages() -> dict[str, tuple[str, np.ndarray]]:
         found[f"text_{name}"] = ("text", _rgb(getattr(skimage.data, name)()))
     for seed in range(3):
         found[f"text_generated_{seed}"] = ("text", text_page(seed))
+    found["blank_shadowed"] = ("blank", shadowed_page())
+    found["text_shadowed"] = ("text", shadowed_page(text_page(7)))
     return found
+
+
+def shadowed_page(page: np.ndarray | None = None) -> np.ndarray:
+    """A page photographed under a lamp: bright in the middle, its corners in shadow (the
+    preprocessing finds a field of view in it, as in the issue's blank page)."""
+    page = np.full((600, 800, 3), 245, np.uint8) if page is None else page
+    rows, cols = np.mgrid[: page.shape[0], : page.shape[1]]
+    radius = np.hypot(rows / page.shape[0] - 0.5, cols / page.shape[1] - 0.5)
+    light = np.clip(1.15 - 1.6 * radius, 0.03, 1.0)[..., None]
+    return np.round(page * light).astype(np.uint8)
 
 
 def write_mix(folder: Path, fundus: dict[str, list[Path]], photos: dict, others: dict) -> dict:
