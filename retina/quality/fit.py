@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 from retina.config import QualityConfig
 from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
+from retina.quality.scoring import feature_width, scan_signals
 
 log = logging.getLogger(__name__)
 TRAIN_QUANTILE = 0.99  # each distance is scaled by its training scans' 99th percentile
@@ -140,3 +141,37 @@ def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
     if not len(gradable):
         return 0.0
     return float(gradable[conformal_rank(len(gradable), cfg.max_withheld_gradable) - 1])
+
+
+def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) -> dict:
+    """The gate of ``model`` fitted on a run's scans, as ``GateParams.as_dict()``.
+
+    Args:
+        model: the model as it will be saved (its weight averages applied, if any).
+        rows: ``train`` and ``val`` manifest rows and ``ungradable`` (the graders'
+            ungradable scans of both, ``retina.data.prepare.prepare_ungradable``), each
+            with a ``cache_path``.
+        cfg: ``quality.*``; ``fit_scans`` caps the graded training scans read.
+    """
+    graded = rows["train"] if not cfg.fit_scans else rows["train"].head(cfg.fit_scans)
+    ungradable = rows["ungradable"]
+    signals = {}
+    for split, part in (("train", graded), ("val", rows["val"])):
+        extra = ungradable[ungradable["split"] == split]
+        paths = [*part["cache_path"], *extra["cache_path"]]
+        signals[split] = scan_signals(model, paths, batch_size)
+        signals[split]["gradable"] = np.r_[np.ones(len(part)), np.zeros(len(extra))]
+    params = fit_gate(signals["train"], signals["val"], cfg)
+    log.info(
+        "Quality gate fitted on %d training scans (%d ungradable)%s.",
+        len(signals["train"]["gradable"]),
+        int((signals["train"]["gradable"] == 0).sum()),
+        "" if params.score_fitted else "; no learnt score: no ungradable training scan",
+    )
+    return params.as_dict()
+
+
+def unfitted_gate(model, cfg: QualityConfig) -> dict:
+    """The unfitted gate of ``model`` (its shapes), as the training state first holds it."""
+    width = feature_width(model)
+    return GateParams.empty(width, gate_components(width, cfg)).as_dict()
