@@ -2,12 +2,15 @@
 the image measures: the training scans' principal axes and distances, the learnt quality
 score, and both thresholds on validation.
 
-The learnt score is a logistic regression (L2, classes balanced) of the graders' gradable
-label on the whitened principal coordinates of the pooled features and the standardized
-image measures: a small head on what the model already computes, fitted after each epoch
-in closed form rather than trained by the loop, so it neither changes the grading model's
-training nor the resumed run's bit-exact path (it reads the weights, draws no random
-number), and it is fitted again whenever the features move.
+The learnt score is a logistic regression (L2 chosen by cross-validation on the training
+scans, classes balanced) of the graders' gradable label on the whitened principal
+coordinates of the pooled features and the standardized image measures: a small head on
+what the model already computes, fitted after each epoch beside the loop rather than
+trained by it, so it neither changes the grading model's training nor the resumed run's
+bit-exact path (it reads the weights, draws no random number), and it is fitted again
+whenever the features move. A separate quality network would need its own training, its
+own checkpointed state and a second backbone pass in the SavedModel; with a few dozen
+ungradable training scans a linear head on 45 inputs is what the data can support.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 
 import numpy as np
 import tensorflow as tf
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 
 from retina.config import QualityConfig
 from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
@@ -24,6 +27,7 @@ from retina.quality.scoring import feature_width, scan_signals
 
 log = logging.getLogger(__name__)
 TRAIN_QUANTILE = 0.99  # each distance is scaled by its training scans' 99th percentile
+SCORE_FOLDS, SCORE_STRENGTHS = 5, 8  # the learnt score's cross-validated L2 strength
 RIDGE = 1e-3  # added to the variances, relative to their mean: few scans, many features
 
 
@@ -66,10 +70,21 @@ def distances(params: GateParams, features: np.ndarray, measures: np.ndarray):
 
 
 def fit_score(inputs: np.ndarray, gradable: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """(weights, bias) of P(gradable); None without both labels among the training scans."""
-    if len(np.unique(gradable)) < 2:
+    """(weights, bias) of P(gradable); None without both labels among the training scans.
+
+    The L2 strength is chosen by stratified cross-validation on the training scans (the
+    ROC AUC of each fold, unshuffled folds: deterministic), where each class has enough
+    scans for it; C=1 otherwise."""
+    counts = np.bincount(np.asarray(gradable, int), minlength=2)
+    if counts.min() == 0:
         return None
-    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    folds = int(min(SCORE_FOLDS, counts.min()))
+    if folds >= 2:
+        model = LogisticRegressionCV(
+            Cs=SCORE_STRENGTHS, cv=folds, scoring="roc_auc", class_weight="balanced", max_iter=1000
+        )
+    else:
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
     model.fit(inputs, gradable)
     return model.coef_[0], float(model.intercept_[0])
 

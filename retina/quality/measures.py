@@ -12,6 +12,12 @@ circle inscribed in the square (where the field-of-view crop puts the field) or 
                 field, eroded: ``retina.data.fundus.gradability_measures``' sharpness, at 64 px
     surround    mean of the brightest channel outside the circle, 0..1 (black on a fundus)
     colour      mean red, green, blue of the field and their spread inside the circle, 0..1
+    periphery   mean grey of the ring at 0.6-0.9 of the radius over that of the centre
+                (r < 0.4): a small pupil darkens the periphery
+    contrast    standard deviation of grey over its mean inside 0.9 of the radius: haze
+                veils the picture
+    fine_sharpness  the sharpness at ``FINE_SIZE`` px inside 0.85 of the radius: the scale
+                at which defocus hides small lesions, which 64 px no longer shows
 
 The sharpness rule's threshold comes from the source rule's reference photo: scikit-image's
 retina photo (1411 px) preprocessed to 128 px measures 5.01 as it is, 4.73 blurred at sigma
@@ -28,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 GATE_SIZE = 64
+FINE_SIZE = 128  # the fine sharpness's resolution
 FOV_THRESHOLD = 0.08  # retina.data.fundus.fov_mask's default
 MEASURES = (
     "field",
@@ -40,6 +47,9 @@ MEASURES = (
     "red_spread",
     "green_spread",
     "blue_spread",
+    "periphery",
+    "contrast",
+    "fine_sharpness",
 )
 FIELD, BRIGHTNESS, SHARPNESS, SURROUND = range(4)
 _LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
@@ -53,14 +63,48 @@ def _discs() -> tuple[np.ndarray, np.ndarray]:
     return radius <= GATE_SIZE / 2 - 1, radius >= GATE_SIZE / 2 + 1
 
 
-def _resampled(images: tf.Tensor) -> tf.Tensor:
-    """Float 0..1 scans at GATE_SIZE px: area-averaged down, bilinear up."""
+def _resampled(images: tf.Tensor, target: int = GATE_SIZE) -> tf.Tensor:
+    """Float 0..1 scans at ``target`` px: area-averaged down, bilinear up."""
     pixels = tf.cast(images, tf.float32) / 255.0
     size = images.shape[1]
-    if size == GATE_SIZE:
+    if size == target:
         return pixels
-    method = "area" if size is None or size > GATE_SIZE else "bilinear"
-    return tf.image.resize(pixels, [GATE_SIZE, GATE_SIZE], method=method)
+    method = "area" if size is None or size > target else "bilinear"
+    return tf.image.resize(pixels, [target, target], method=method)
+
+
+def _radii(size: int) -> np.ndarray:
+    """Each pixel's distance from the centre of a size x size square, in radii."""
+    centre = (size - 1) / 2
+    rows, cols = np.mgrid[:size, :size]
+    return np.hypot(rows - centre, cols - centre) / (size / 2)
+
+
+def _ring_means(grey: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(periphery, contrast) of (batch, GATE_SIZE, GATE_SIZE) grey scans."""
+    radii = _radii(GATE_SIZE)
+    masks = [(radii < 0.4), (radii >= 0.6) & (radii < 0.9), radii < 0.9]
+    centre, ring, disc = (
+        tf.broadcast_to(tf.constant(m, tf.float32), tf.shape(grey)) for m in masks
+    )
+    mean = _masked_mean(grey, disc)
+    spread = tf.sqrt(tf.maximum(_masked_mean(tf.square(grey), disc) - tf.square(mean), 0.0))
+    periphery = _masked_mean(grey, ring) / tf.maximum(_masked_mean(grey, centre), 1e-3)
+    return periphery, spread / tf.maximum(mean, 1e-3)
+
+
+def _fine_sharpness(images: tf.Tensor) -> tf.Tensor:
+    """log(1 + variance of the Laplacian of grey / its mean x 1e4) at FINE_SIZE px inside
+    0.85 of the radius (away from the field's edge)."""
+    grey = tf.reduce_mean(_resampled(images, FINE_SIZE), -1)
+    inner = tf.constant(_radii(FINE_SIZE) < 0.85, tf.float32)
+    inner = tf.broadcast_to(inner, tf.shape(grey))
+    level = tf.maximum(_masked_mean(grey, inner), 1e-3)[:, None, None]
+    laplacian = tf.nn.conv2d(
+        (grey / level)[..., None], tf.constant(_LAPLACE[:, :, None, None]), 1, "SAME"
+    )[..., 0]
+    centred = laplacian - _masked_mean(laplacian, inner)[:, None, None]
+    return tf.math.log1p(_masked_mean(tf.square(centred), inner) * 1e4)
 
 
 def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -118,4 +162,9 @@ def image_measures(images: tf.Tensor) -> tf.Tensor:
         for c in range(3)
     ]
     share = tf.reduce_sum(field, [1, 2]) / float(inside_np.sum())
-    return tf.stack([share, brightness, sharpness, surround, *colours, *spreads], axis=1)
+    periphery, contrast = _ring_means(grey)
+    fine = _fine_sharpness(images)
+    return tf.stack(
+        [share, brightness, sharpness, surround, *colours, *spreads, periphery, contrast, fine],
+        axis=1,
+    )

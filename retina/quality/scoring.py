@@ -25,7 +25,7 @@ from retina.quality.gate import (
     reasons_of,
     rule_settings,
 )
-from retina.quality.measures import image_measures
+from retina.quality.measures import MEASURES, image_measures
 
 log = logging.getLogger(__name__)
 QUALITY_COLUMNS = ["quality", "quality_reasons", "quality_score", "fundus_distance"]
@@ -69,7 +69,10 @@ def scan_signals(model: keras.Model, cache_paths: list[str], batch_size: int = 6
         measures.append(batch_measures.numpy())
     if not features:
         width = feature_width(model)
-        return {"features": np.zeros((0, width), np.float32), "measures": np.zeros((0, 10))}
+        return {
+            "features": np.zeros((0, width), np.float32),
+            "measures": np.zeros((0, len(MEASURES))),
+        }
     return {"features": np.concatenate(features), "measures": np.concatenate(measures)}
 
 
