@@ -130,10 +130,8 @@ def newest_has_quality(run_dir: str | Path) -> bool:
     """Whether the newest complete checkpoint of ``latest/`` holds a quality gate (a run
     started before the gate resumes without one)."""
     for prefix in complete_prefixes(Path(run_dir) / LATEST_DIR):
-        try:
+        if not damage(prefix):  # a damaged one: the restore will quarantine it
             return read_quality(prefix) is not None
-        except (tf.errors.OpError, ValueError):  # damaged: the restore will quarantine it
-            continue
     return False
 
 

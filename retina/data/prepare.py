@@ -96,7 +96,8 @@ def prepare_ungradable(
     could be cached); empty for a run without ``ungradable_scans.csv``."""
     path = Path(run_dir) / UNGRADABLE_SCANS_FILE
     if not path.is_file():
-        return pd.DataFrame(columns=["scan_id", "path", "grade", "patient", "eye", "split"])
+        columns = ["scan_id", "path", "grade", "patient", "eye", "split", "cache_path"]
+        return pd.DataFrame(columns=columns)
     rows = pd.read_csv(path, dtype=str, keep_default_na=False).astype({"grade": int})
     rows = rows[rows["split"].isin(splits)].copy()
     if pseudonymises(cfg.data):
