@@ -231,3 +231,12 @@ def test_the_checkpoint_holds_the_gate_and_the_report_says_what_it_withheld(run)
     shared = ungradable[ungradable["patient"].isin(split_of.index)]
     assert (shared["split"] == shared["patient"].map(split_of)).all()
     assert not set(ungradable["scan_id"]) & set(manifest["scan_id"])
+
+
+@pytest.mark.parametrize("key", ["max_withheld_gradable", "max_rejected_fundus"])
+def test_a_share_outside_zero_to_one_is_refused_naming_its_key(key):
+    from retina.errors import ConfigError
+    from retina.quality.fit import check_shares
+
+    with pytest.raises(ConfigError, match=f"quality.{key}=1.5"):
+        check_shares(QualityConfig(**{key: 1.5}))

@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from retina.config import QualityConfig
+from retina.errors import ConfigError
 from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
 from retina.quality.scoring import feature_width, scan_signals
 
@@ -106,6 +107,17 @@ def cross_validated_strength(inputs: np.ndarray, gradable: np.ndarray, folds: in
     return float(max(strengths, key=mean_auc))
 
 
+def check_shares(cfg: QualityConfig) -> None:
+    """Refuses a ``quality.*`` share outside [0, 1), naming the key."""
+    for key in ("max_withheld_gradable", "max_rejected_fundus"):
+        value = getattr(cfg, key)
+        if not 0 <= value < 1:
+            raise ConfigError(
+                f"quality.{key}={value}: a share of validation scans, at least 0 and below 1 "
+                "(0.01: at most 1% of them)."
+            )
+
+
 def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
     """The gate fitted on training scans, its thresholds chosen on validation scans.
 
@@ -114,6 +126,7 @@ def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
             (n,) 0/1, the graders' label.
         cfg: ``quality.*``.
     """
+    check_shares(cfg)
     width = train["features"].shape[1]
     components = gate_components(width, cfg)
     params = GateParams.empty(width, components)
@@ -204,6 +217,8 @@ def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) ->
 
 
 def unfitted_gate(model, cfg: QualityConfig) -> dict:
-    """The unfitted gate of ``model`` (its shapes), as the training state first holds it."""
+    """The unfitted gate of ``model`` (its shapes), as the training state first holds it;
+    its shares checked before any training step."""
+    check_shares(cfg)
     width = feature_width(model)
     return GateParams.empty(width, gate_components(width, cfg)).as_dict()
