@@ -3,7 +3,6 @@ evaluate, explain and the exported SavedModel on a real smoke run (the last in a
 process), on fundus scans and on inputs that are not fundus photographs."""
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -68,6 +67,19 @@ def _signals(rng, n: int, shift: float = 0.0, ungradable: int = 0) -> dict:
     gradable[:ungradable] = 0
     measures[:ungradable, 2] -= 0.3  # the ungradable ones are less sharp
     return {"features": features, "measures": measures, "gradable": gradable}
+
+
+def test_too_few_validation_scans_for_the_share_withhold_nothing():
+    rng = np.random.default_rng(2)
+    params = fit_gate(
+        _signals(rng, 60, ungradable=6), _signals(rng, 20, ungradable=2), QualityConfig()
+    )
+    assert params.novelty_threshold == np.inf and params.score_threshold == 0.0
+    constants = {k: tf.constant(v) for k, v in params.as_dict().items()}
+    rules = {"min_brightness": 0.0, "min_sharpness": 0.0, "sharpness_rule": False}
+    far = _signals(rng, 5, shift=4.0)
+    out = gate_batch(constants, rules, far["features"], far["measures"])
+    assert (out["quality"].numpy() == 0).all() and np.isnan(out["fundus_distance"]).all()
 
 
 def test_the_fit_rejects_at_most_its_share_of_validation_and_far_inputs():
@@ -135,10 +147,17 @@ def test_the_summary_reports_the_score_against_the_graders_and_the_rules():
 
 
 @pytest.fixture(scope="module")
-def run(smoke_run, tmp_path_factory):
-    """A copy of the session's smoke run: these tests write into it."""
+def run(shared_data, tmp_path_factory):
+    """One epoch of the smoke preset whose gate may withhold a fifth of validation's scans:
+    with its 5 validation scans, 1% promises nothing and the default gate is the rules."""
+    from conftest import smoke_config
+    from retina.training.loop import train
+
     run_dir = tmp_path_factory.mktemp("quality") / "run"
-    shutil.copytree(smoke_run, run_dir)
+    budget = ["quality.max_rejected_fundus=0.2", "quality.max_withheld_gradable=0.2"]
+    train(
+        smoke_config(shared_data, ["train.epochs=1", "train.evaluate_test=false", *budget]), run_dir
+    )
     return run_dir
 
 

@@ -219,6 +219,12 @@ def score(
     grading = ensemble_grading([grading_of(model) for model in scorer.models])
     verdicts = verdicts_of(scorer.gate, scorer.models[0], rows, options.batch_size)
     kept = measured(rows, verdicts)  # the gate's let-through, graders' graded scans
+    if not kept.any():
+        raise DataError(
+            f"the quality gate withheld every one of the {len(rows)} scans of {dataset}: "
+            "nothing to measure. Its verdicts: python -m retina.predict run_dir=<run> "
+            "input=<the scans>; its thresholds: quality.* in the run's config."
+        )
     everything = prediction_table(rows, probabilities, scorer.thresholds, grading)
     policy, calibration = policy_and_calibration(scorer, everything[kept], options, policy_samples)
     everything = pd.concat(

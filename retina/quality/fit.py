@@ -156,13 +156,23 @@ def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
 
 
 def conformal_rank(count: int, share: float) -> int:
-    """How many of ``count`` validation scores may lie beyond the threshold so that a new
-    scan does with probability at most ``share`` (split conformal: the threshold is the
-    ``floor((count + 1) x share)``-th most extreme score, and a new exchangeable scan lies
-    beyond it with probability at most that rank over count + 1); at least 1, where too few
-    scans can give that guarantee (the threshold is then their most extreme: none of them
-    is beyond it)."""
-    return max(1, int(np.floor((count + 1) * share)))
+    """The rank from the extreme of the threshold among ``count`` validation scores so that
+    a new scan lies beyond it with probability at most ``share`` (split conformal: a new
+    exchangeable scan lies beyond the ``floor((count + 1) x share)``-th most extreme score
+    with probability at most that rank over count + 1). 0 when there are too few scans
+    for that promise: then nothing is withheld by the threshold."""
+    return int(np.floor((count + 1) * share))
+
+
+def _too_few(what: str, count: int, share: float) -> None:
+    log.warning(
+        "Quality gate: %d validation scans are too few to hold the %s to %.1f%% (it needs "
+        "%d): it withholds nothing. Raise the share (quality.*) or validate on more scans.",
+        count,
+        what,
+        100 * share,
+        int(np.ceil(1 / share)) - 1 if share else 0,
+    )
 
 
 def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
@@ -172,7 +182,11 @@ def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> floa
     feature_d, measure_d, _ = distances(params, val["features"], val["measures"])
     scales = params.distance_scales.astype(np.float32)
     novelty = np.sort(np.maximum(feature_d / scales[0], measure_d / scales[1]))
-    return float(novelty[-conformal_rank(len(novelty), cfg.max_rejected_fundus)])
+    rank = conformal_rank(len(novelty), cfg.max_rejected_fundus)
+    if rank == 0:
+        _too_few("not-a-fundus distance", len(novelty), cfg.max_rejected_fundus)
+        return float("inf")
+    return float(novelty[-rank])
 
 
 def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
@@ -183,9 +197,11 @@ def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
     logits = tf.linalg.matvec(tf.constant(inputs), tf.constant(params.score_weights))
     scores = tf.sigmoid(logits + tf.constant(params.score_bias)).numpy()
     gradable = np.sort(scores[np.asarray(val["gradable"]) == 1])
-    if not len(gradable):
-        return 0.0
-    return float(gradable[conformal_rank(len(gradable), cfg.max_withheld_gradable) - 1])
+    rank = conformal_rank(len(gradable), cfg.max_withheld_gradable)
+    if rank == 0:
+        _too_few("learnt score", len(gradable), cfg.max_withheld_gradable)
+        return 0.0  # no score is below it
+    return float(gradable[rank - 1])
 
 
 def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) -> dict:

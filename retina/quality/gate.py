@@ -152,7 +152,11 @@ def gate_batch(params: dict, rules: dict, features: tf.Tensor, measures: tf.Tens
         "quality": tf.cast(code, tf.int32),
         "quality_flags": flags,
         "quality_score": tf.where(score_fitted, score, nan),
-        "fundus_distance": tf.where(fitted, novelty / params["novelty_threshold"], nan),
+        "fundus_distance": tf.where(
+            fitted & tf.math.is_finite(params["novelty_threshold"]),
+            novelty / params["novelty_threshold"],
+            nan,
+        ),
     }
 
 
