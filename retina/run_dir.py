@@ -6,6 +6,7 @@ Layout of ``<run_dir>/`` (written by ``python -m retina.train``)::
     manifest.csv         one row per usable scan and its split
     bad_inputs.csv       scans left out, with the reason (appended)
     gradability.csv      scans that look ungradable (kept)
+    ungradable_scans.csv scans the graders found ungradable, with a split (the quality gate's)
     history.csv          one row per epoch (appended)
     steps.csv            one row per step (appended, kept consistent with the checkpoint)
     status.json          how the latest launch ended
@@ -44,6 +45,7 @@ CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.csv"
 BAD_INPUTS_FILE = "bad_inputs.csv"
 GRADABILITY_FILE = "gradability.csv"
+UNGRADABLE_SCANS_FILE = "ungradable_scans.csv"
 HISTORY_FILE = "history.csv"
 STEPS_FILE = "steps.csv"
 STATUS_FILE = "status.json"

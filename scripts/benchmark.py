@@ -8,6 +8,7 @@
     python scripts/benchmark.py scale [--scale-sizes 1000 4000 16000] [--heavy-scans 600]
                                       [--scale-parts sets stream eyepacs] [--baseline-commit C]
     python scripts/benchmark.py uncertainty [--mc-samples 20] [--uncertainty-scans 512]
+    python scripts/benchmark.py quality [--quality-patients 400] [--quality-epochs 14]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of
@@ -34,9 +35,18 @@ def _benchmarks() -> dict:
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     sys.path.insert(0, str(ROOT))
-    from bench import checkpoint, data, distributed, precision, scale, train, uncertainty
+    from bench import (
+        checkpoint,
+        data,
+        distributed,
+        precision,
+        quality,
+        scale,
+        train,
+        uncertainty,
+    )
 
-    modules = [checkpoint, data, train, distributed, precision, scale, uncertainty]
+    modules = [checkpoint, data, train, distributed, precision, scale, uncertainty, quality]
     return {module.__name__.removeprefix("bench."): module for module in modules}
 
 

@@ -114,6 +114,7 @@ FIXED_CHOICES = [
     ("optimizer.head.name", ["optimizer=backbone_head"], ["adam", "adamw", "sgd"]),
     ("schedule.name", [], ["constant", "warmup_cosine", "step"]),
     ("loss.class_weights", [], ["none", "balanced"]),
+    ("quality.action", [], ["retake", "refer"]),
 ]
 
 

@@ -21,6 +21,7 @@ SECTIONS = [
     "Reference standard",
     "Patient-level split and prevalence",
     "Operating points",
+    "Quality gate",
     "Results with 95% confidence intervals",
     "Calibration",
     "Subgroups",
@@ -76,6 +77,8 @@ def test_subgroup_figures_recompute_from_predictions_csv(evaluation):
     metrics = json.loads((evaluation / "metrics.json").read_text())
     table = pd.read_csv(evaluation / "predictions.csv", dtype={"patient": str})
     assert {"site", "eye", "sex", "age_band", "image_quality"} <= set(table.columns)
+    # the metrics are of the scans the quality gate let through that the graders graded
+    table = table[(table["quality"] == "gradable") & (table["graders_gradable"] == 1)]
     checked = 0
     for column, groups in metrics["subgroups"].items():
         for value, group in groups.items():

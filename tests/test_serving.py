@@ -146,7 +146,9 @@ def test_evaluate_scores_another_dataset_with_test_time_augmentation(run, shared
     metrics = json.loads((folder / "metrics.json").read_text())
     labels = pd.read_csv(shared_data / "synthetic" / "train.csv")
     scans = (labels["gradable"] == 1).sum()  # the APTOS reader leaves out ungradable rows
-    assert metrics["eye_level"]["n"] == scans and metrics["test_time_augmentation"] is True
+    gate = metrics["quality_gate"]  # the metrics are on the scans the gate lets through
+    assert gate["scans"] == scans and metrics["eye_level"]["n"] == scans - gate["withheld"]
+    assert metrics["test_time_augmentation"] is True
     assert metrics["dataset"] == "aptos2019-all"
 
 

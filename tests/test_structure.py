@@ -34,17 +34,18 @@ FOUNDATIONS = {
     "console": {"errors", "retina"},
     "run_dir": {"config", "errors", "files"},
 }
-LOWER = {"inference", "data", "models", "checkpoint", "metrics"}
+LOWER = {"inference", "quality", "data", "models", "checkpoint", "metrics"}
 # Each package and the packages it may import, besides the foundations: jobs, then the layers
 # below them. Nothing here may import an entry point.
 ALLOWED = {
     "training": {"evaluation"} | LOWER,
     "evaluation": {"uncertainty", "explanations", "reports"} | LOWER,
     "serving": {"uncertainty", "explanations", "reports"} | LOWER,
-    "reports": {"uncertainty", "data", "models", "checkpoint", "metrics"},
+    "reports": {"uncertainty", "quality", "data", "models", "checkpoint", "metrics"},
     "uncertainty": LOWER,
     "explanations": LOWER,
     "inference": LOWER - {"inference"},
+    "quality": LOWER - {"inference", "quality"},
     "checkpoint": {"models"},
     "data": set(),
     "models": set(),

@@ -111,6 +111,30 @@ def read_grading(path: str | Path, head: str) -> Grading:
     return Grading(head, values["cut_points"], values["link"])
 
 
+QUALITY_PREFIX = "quality/"
+
+
+def read_quality(path: str | Path) -> dict | None:
+    """The quality gate's fitted state a checkpoint was saved with, by name (arrays); None
+    when it has none (a run from before the gate, or ``quality.enabled`` off)."""
+    reader = tf.train.load_checkpoint(str(path))
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    return {
+        key.removeprefix(QUALITY_PREFIX).removesuffix(suffix): reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if key.startswith(QUALITY_PREFIX) and key.endswith(suffix)
+    } or None
+
+
+def newest_has_quality(run_dir: str | Path) -> bool:
+    """Whether the newest complete checkpoint of ``latest/`` holds a quality gate (a run
+    started before the gate resumes without one)."""
+    for prefix in complete_prefixes(Path(run_dir) / LATEST_DIR):
+        if not damage(prefix):  # a damaged one: the restore will quarantine it
+            return read_quality(prefix) is not None
+    return False
+
+
 def find_checkpoint(run_dir: str | Path, name: str = "latest") -> Path:
     """Resolves ``latest``, ``best`` or a name such as ``ckpt-120`` inside a run."""
     run_dir = Path(run_dir)

@@ -70,6 +70,9 @@ class TrainingState:
             schedules) reads it; else a new one.
         head: ``model.head``; an ordinal or regression head's state also holds its grade
             cut-points and regression link, fitted on validation (``retina.models.grading``).
+        quality: the quality gate's unfitted state by name (``retina.quality.gate.GateParams``
+            as arrays), when the run fits one (``quality.enabled``); refitted after every
+            epoch and saved under ``quality/``.
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class TrainingState:
         ema=None,
         step: tf.Variable | None = None,
         head: str = "softmax",
+        quality: dict[str, np.ndarray] | None = None,
     ):
         self.model = model
         self.head = head
@@ -121,6 +125,13 @@ class TrainingState:
             if head in ORDINAL_HEADS
             else None
         )
+        # The quality gate's fit (retina.quality); None in runs without it, so their
+        # checkpoints keep the objects they always had.
+        self.quality = (
+            {name: _untrainable(value, name=f"quality_{name}") for name, value in quality.items()}
+            if quality is not None
+            else None
+        )
         self.checkpoint = tf.train.Checkpoint(**self._parts())
 
     def _parts(self) -> dict:
@@ -144,6 +155,8 @@ class TrainingState:
             parts["ema"] = self.ema.averages
         if self.grading is not None:
             parts["grading"] = self.grading
+        if self.quality is not None:
+            parts["quality"] = self.quality
         return parts
 
     @property
@@ -166,6 +179,12 @@ class TrainingState:
         if self.grading is not None:
             self.grading["cut_points"].assign(list(grading.cut_points))
             self.grading["link"].assign(list(grading.link))
+
+    def record_quality(self, values: dict[str, np.ndarray] | None) -> None:
+        """The quality gate fitted after the latest validation (``retina.quality.fit``)."""
+        if self.quality is not None and values is not None:
+            for name, variable in self.quality.items():
+                variable.assign(np.asarray(values[name], np.float32))
 
     def current_grading(self) -> Grading:
         """The head's grading as fitted on the latest validation."""

@@ -28,6 +28,13 @@ class CacheFormat(StrEnum):
     jpeg = "jpeg"  # quality 95: decodes about 3x faster at 512 px, so the stream feeds a GPU
 
 
+class QualityAction(StrEnum):
+    """What becomes of a scan the quality gate withholds (``quality.action``)."""
+
+    retake = "retake"  # photograph the eye again; no grade, no referral decision
+    refer = "refer"  # refer the patient for an examination in person
+
+
 class PathsInOutputs(StrEnum):
     """Whether source paths may appear in what a run writes (clinic exports often name
     folders after patients)."""

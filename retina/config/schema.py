@@ -31,6 +31,7 @@ from retina.config.choices import (
     OptimizerName,
     PathsInOutputs,
     Precision,
+    QualityAction,
     Sampler,
     ScheduleName,
     Split,
@@ -218,6 +219,21 @@ class OperatingPointsConfig:
 
 
 @dataclass
+class QualityConfig:
+    """The quality gate before every grade (``retina.quality``): the rules' floor, and what
+    training fits for the learnt quality score and the not-a-fundus distance."""
+
+    enabled: bool = True  # fit the learnt score and the not-a-fundus distance while training
+    action: QualityAction = QualityAction.retake
+    max_withheld_gradable: float = 0.01  # the learnt score's threshold: share of val's gradable
+    max_rejected_fundus: float = 0.01  # the not-a-fundus threshold: share of val scans rejected
+    components: int = 32  # principal components of the pooled features the gate keeps
+    fit_scans: int = 1000  # training scans the fit reads (0: all)
+    min_brightness: float = 20.0  # rule: "too dark" below this mean grey level of the field
+    min_sharpness: float = 3.9  # rule: "too blurred" below this (retina.quality.measures)
+
+
+@dataclass
 class CheckpointConfig:
     max_to_keep: int = 3
     every_steps: int = 0
@@ -243,6 +259,7 @@ class RunConfig:
     grading: GradingConfig = field(default_factory=GradingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
 
 @dataclass

@@ -13,9 +13,16 @@ from retina.data.privacy import pseudonymises, record_paths, recorded_paths, red
 from retina.data.sources import build_manifest, manifest_columns
 from retina.data.splits import manifest_summary
 from retina.data.synthetic import ensure_synthetic_dataset
+from retina.data.ungradable import ungradable_scans
 from retina.errors import DataError
 from retina.files import write_atomically
-from retina.run_dir import BAD_INPUTS_FILE, GRADABILITY_FILE, MANIFEST_FILE, read_manifest
+from retina.run_dir import (
+    BAD_INPUTS_FILE,
+    GRADABILITY_FILE,
+    MANIFEST_FILE,
+    UNGRADABLE_SCANS_FILE,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,44 @@ def prepare_run_data(
         _report_bad_inputs(problems, run_dir, cfg.data.on_error)
     if fresh:
         _save_manifest(manifest, cfg, run_dir, private)
+        _save_ungradable(cfg, run_dir, manifest, private)
     return manifest[manifest["split"].isin(splits)]
+
+
+def _save_ungradable(cfg: RunConfig, run_dir: Path, manifest: pd.DataFrame, private: bool):
+    """``ungradable_scans.csv``: the scans the graders could not grade, with a split each
+    (``retina.data.ungradable``); written only when the data set has some."""
+    rows = ungradable_scans(cfg.data, manifest)
+    if rows.empty:
+        return
+    if private:
+        record_paths(cfg.data.cache_dir, cfg.data.root, rows)
+        rows = rows.assign(path="")
+    columns = rows[manifest_columns(rows)]
+    write_atomically(
+        run_dir / UNGRADABLE_SCANS_FILE, lambda file: columns.to_csv(file, index=False)
+    )
+    log.info("%d scans the graders found ungradable kept for the quality gate.", len(rows))
+
+
+def prepare_ungradable(
+    cfg: RunConfig, run_dir: str | Path, splits: tuple[str, ...] = ("train", "val", "test")
+) -> pd.DataFrame:
+    """The run's graders-ungradable scans of ``splits`` with a ``cache_path`` (those that
+    could be cached); empty for a run without ``ungradable_scans.csv``."""
+    path = Path(run_dir) / UNGRADABLE_SCANS_FILE
+    if not path.is_file():
+        columns = ["scan_id", "path", "grade", "patient", "eye", "split", "cache_path"]
+        return pd.DataFrame(columns=columns)
+    rows = pd.read_csv(path, dtype=str, keep_default_na=False).astype({"grade": int})
+    rows = rows[rows["split"].isin(splits)].copy()
+    if pseudonymises(cfg.data):
+        rows["path"] = recorded_paths(cfg.data.cache_dir, cfg.data.root, rows["scan_id"])
+    cached, _ = build_cache(
+        rows, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers, cfg.data.id_salt
+    )
+    rows[["cache_path", "gradability"]] = cached
+    return rows[rows["cache_path"] != ""]
 
 
 def _saved_manifest(cfg: RunConfig, run_dir: Path, splits, private: bool) -> pd.DataFrame:

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from retina.config import DataConfig
+from retina.evaluation.gated import with_graders_ungradable
 from retina.evaluation.held_out import Options, Scorer, sample_rows, score, scored_rows
 from retina.files import write_json
+from retina.quality.scoring import load_gate
 from retina.run_dir import MEMBERS_FILE
 from retina.uncertainty.ensemble import (
     check_same_split,
@@ -30,8 +32,9 @@ def evaluate_ensemble(
     options: Options | None = None,
 ) -> dict:
     """Scores the members as one model (their mean probability; operating points: the
-    mean of theirs) on the first member's ``split`` (every member must hold the same
-    scans there) or on ``data``; writes ``<output_dir>/<checkpoint>-<data set>/``.
+    mean of theirs; the first member's quality gate) on the first member's ``split``
+    (every member must hold the same scans there) or on ``data``; writes
+    ``<output_dir>/<checkpoint>-<data set>/``.
 
     Cross-validation folds on ``split="val"``: no validation scan is unseen by every
     member, so each fold's validation scans are scored by that fold's members only (the
@@ -45,11 +48,17 @@ def evaluate_ensemble(
         check_same_split(members, options.split)
     source = f"the mean of {len(members)} members' thresholds, each chosen on its validation split"
     scorer = Scorer(models, mean_operating_points(paths), checkpoint, source, Path(output_dir))
+    # The quality gate of the first member: one verdict per scan, an ensemble of one run
+    # gating as that run does.
+    scorer.gate = load_gate(models[0], configs[0], paths[0])
+    scorer.action = str(configs[0].quality.action)
     if folds:
         rows, samples = _out_of_fold_samples(members, configs, folds, scorer, options)
         dataset = "val-out-of-fold"
     else:
         rows, dataset = scored_rows(configs[0], members[0], options.split, data)
+        if data is None:
+            rows = with_graders_ungradable(configs[0], members[0], options.split, rows)
         samples = None
     out_dir = Path(output_dir) / f"{checkpoint}-{dataset}"
     metrics = score(scorer, rows, dataset, out_dir, options, samples=samples)

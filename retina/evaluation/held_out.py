@@ -22,6 +22,13 @@ from retina.data.prepare import prepare_run_data
 from retina.data.sources import PATIENT_FACTS, build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
+from retina.evaluation.gated import (
+    measured,
+    quality_record,
+    verdicts_of,
+    with_graders_ungradable,
+)
+from retina.evaluation.policy import apply_policy, policy_and_calibration
 from retina.evaluation.shift import rebalanced
 from retina.explanations.overlays import failure_gallery
 from retina.files import write_atomically, write_json
@@ -34,8 +41,11 @@ from retina.metrics.subgroups import SUBGROUPS, subgroup_columns, subgroup_metri
 from retina.metrics.summary import evaluation_metrics, patient_level
 from retina.metrics.undefined import as_records, gathered, log_undefined, where
 from retina.models.grading import Grading, ensemble_grading, grading_of, grading_record
+from retina.quality.scoring import Gate, apply_gate, load_gate
+from retina.quality.summary import GRADERS_COLUMN
 from retina.reports.figures import write_plots
 from retina.reports.provenance import study_facts
+from retina.reports.quality_gate import quality_gate_section
 from retina.reports.referral_curves import referral_section, write_referral_plots
 from retina.reports.report_html import write_html_report
 from retina.reports.report_md import subgroup_section, write_report
@@ -43,15 +53,8 @@ from retina.reports.shift_comparison import comparison_section
 from retina.reports.shift_comparison import summary as shift_summary
 from retina.run_dir import METRICS_FILE, PREDICTIONS_FILE, evaluation_dir, read_manifest
 from retina.uncertainty.referral import (
-    REFER_COLUMN,
-    choose_policy,
-    fit_calibration,
-    ranking_column,
-    read_policy,
-    refer,
     referral_metrics,
     uncertainty_columns,
-    write_policy,
 )
 from retina.uncertainty.sampling import sample_scans
 
@@ -100,6 +103,8 @@ class Scorer:
     points_source: str
     policy_dir: Path
     facts: dict = field(default_factory=dict)  # reports.provenance.study_facts: report.html
+    gate: Gate | None = None  # retina.quality: the checkpoint's (none for an ensemble)
+    action: str = "retake"  # quality.action: a withheld scan's decision
 
 
 @dataclass
@@ -153,12 +158,15 @@ def evaluate_with(
         in_domain = evaluate_with(run_dir, checkpoint, replace(options, split="test"))
     cfg, model, path = load_run_model(run_dir, checkpoint)
     rows, dataset = scored_rows(cfg, run_dir, options.split, data)
+    if data is None:
+        rows = with_graders_ungradable(cfg, run_dir, options.split, rows)
     if rebalance and data is not None:
         rows = rebalanced(rows, _test_grades(run_dir), options.seed)
         dataset = f"{dataset}-rebalanced"
     points = read_operating_points(path)
     source = _operating_points_source(path, cfg)
     scorer = Scorer([model], points, path.name, source, run_dir, study_facts(run_dir, cfg, path))
+    scorer.gate, scorer.action = load_gate(model, cfg, path), str(cfg.quality.action)
     out_dir = _out_dir(run_dir, path.name, dataset, options)
     return score(scorer, rows, dataset, out_dir, options, in_domain)
 
@@ -209,16 +217,25 @@ def score(
     policy_samples = len(scorer.models) if method == "ensemble" else len(samples)
     probabilities = samples.mean(axis=0)
     grading = ensemble_grading([grading_of(model) for model in scorer.models])
-    predictions = prediction_table(rows, probabilities, scorer.thresholds, grading)
-    policy, calibration = _policy_and_calibration(scorer, predictions, options, policy_samples)
-    predictions = pd.concat(
+    verdicts = verdicts_of(scorer.gate, scorer.models[0], rows, options.batch_size)
+    kept = measured(rows, verdicts)  # the gate's let-through, graders' graded scans
+    if not kept.any():
+        raise DataError(
+            f"the quality gate withheld every one of the {len(rows)} scans of {dataset}: "
+            "nothing to measure. Its verdicts: python -m retina.predict run_dir=<run> "
+            "input=<the scans>; its thresholds: quality.* in the run's config."
+        )
+    everything = prediction_table(rows, probabilities, scorer.thresholds, grading)
+    policy, calibration = policy_and_calibration(scorer, everything[kept], options, policy_samples)
+    everything = pd.concat(
         [
-            predictions,
+            everything,
             uncertainty_columns(samples, calibration),
             _subgroup_columns(rows, options.subgroups),
         ],
         axis=1,
     )
+    predictions = everything[kept].reset_index(drop=True)
     binary = probabilities.shape[1] == 2
     seed, resamples, thresholds = options.seed, options.n_resamples, scorer.thresholds
     with gathered() as undefined_metrics:
@@ -251,14 +268,22 @@ def score(
             "subgroups": subgroup_metrics(
                 predictions, list(options.subgroups), thresholds, resamples, seed
             ),
-            "failure_gallery": _gallery(scorer, predictions, rows, out_dir, options),
+            "failure_gallery": _gallery(scorer, predictions, rows[kept], out_dir, options),
         }
-        _apply_policy(scorer, predictions, metrics, options, policy_samples, policy, calibration)
+        apply_policy(
+            scorer, everything, kept, metrics, options, policy_samples, policy, calibration
+        )
+    predictions = everything[kept].reset_index(drop=True)  # with the policy's column
+    metrics["quality_gate"] = quality_record(scorer, rows, everything, verdicts, options)
+    metrics["referral"]["withheld_by_quality_gate"] = metrics["quality_gate"]["withheld"]
     metrics["undefined"] = as_records(undefined_metrics)  # each nan's reason
     log_undefined(undefined_metrics, log, f"Evaluation of {dataset} (where and why: metrics.json)")
     if in_domain:
         metrics["in_domain"] = shift_summary(in_domain)
-    _write_outputs(out_dir, predictions, metrics, scorer.facts)
+    written = apply_gate(everything, verdicts, scorer.action, "referred_default")
+    if GRADERS_COLUMN in rows:  # which scans the graders could grade (the gate's truth)
+        written.insert(4, GRADERS_COLUMN, rows[GRADERS_COLUMN].to_numpy())
+    _write_outputs(out_dir, written, predictions, metrics, scorer.facts)
     _log_summary(metrics, out_dir)
     return metrics
 
@@ -279,37 +304,6 @@ def _gallery(scorer: Scorer, predictions, rows, out_dir: Path, options: Options)
     if not options.explain or len(scorer.models) != 1:
         return []
     return failure_gallery(scorer.models[0], predictions, rows["cache_path"].tolist(), out_dir)
-
-
-def _policy_and_calibration(scorer, predictions, options, samples: int):
-    """(the referral policy that applies here, the Platt fit to measure uncertainty after):
-    on validation no policy yet and a fresh fit; elsewhere the policy's, if one fits."""
-    u = options.uncertainty
-    if options.split == "val":
-        return None, fit_calibration(predictions) if u.calibrate else None
-    policy = read_policy(scorer.policy_dir, u, samples, scorer.checkpoint)
-    if u.calibrate and not policy:
-        log.info(
-            "No referral.json chosen with these uncertainty settings in %s: referral is "
-            "ranked by uncalibrated probabilities (run evaluate split=val first).",
-            scorer.policy_dir,
-        )
-    return policy, policy.get("calibration") if policy else None
-
-
-def _apply_policy(scorer, predictions, metrics, options, samples, policy, calibration) -> None:
-    """On validation: choose and write ``referral.json``; elsewhere: apply it if it fits."""
-    u = options.uncertainty
-    if options.split == "val":
-        policy = choose_policy(
-            predictions, u, samples, scorer.checkpoint, calibration, metrics["dataset"]
-        )
-        write_policy(scorer.policy_dir, policy)
-    if policy:
-        column = ranking_column(str(u.measure), predictions)
-        referred = refer(predictions[column], predictions["referred_default"], policy)
-        predictions[REFER_COLUMN] = referred.astype(int)
-        metrics["referral"]["policy"] = {**policy, "referred_share": float(referred.mean())}
 
 
 def scored_rows(cfg: RunConfig, run_dir: Path, split: str, data: DataConfig | None):
@@ -347,16 +341,18 @@ def _operating_points_source(path: Path, cfg: RunConfig) -> str:
     )
 
 
-def _write_outputs(out_dir: Path, predictions: pd.DataFrame, metrics: dict, facts: dict) -> None:
+def _write_outputs(out_dir: Path, written, predictions, metrics: dict, facts: dict) -> None:
+    """``written`` (every scan, verdicts, withheld ones without a grade) as predictions.csv;
+    the plots and reports of ``predictions``, the scans the metrics are measured on."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
         out_dir / PREDICTIONS_FILE,
-        lambda path: predictions.to_csv(path, index=False, float_format="%.6f"),
+        lambda path: written.to_csv(path, index=False, float_format="%.6f"),
     )
     write_json(out_dir / METRICS_FILE, metrics, sort_keys=True)
     plots = write_plots(out_dir, predictions, metrics)
     plots |= write_referral_plots(out_dir, predictions, metrics)
-    sections = [referral_section(metrics)]
+    sections = [quality_gate_section(metrics), referral_section(metrics)]
     if metrics["subgroups"]:
         sections.append(subgroup_section(metrics["subgroups"]))
     if "in_domain" in metrics:

@@ -36,6 +36,7 @@ from retina.explanations.sanity_checks import log_checks, sanity_checks
 from retina.files import write_atomically, write_json
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference.restore import load_run_model
+from retina.quality.scoring import QUALITY_COLUMNS, load_gate, withheld
 from retina.run_dir import EXPLAIN_DIR, EXPLANATIONS_FILE, GALLERY_DIR, SANITY_FILE
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,9 @@ def failure_gallery(
 
 
 def explain_run(options: ExplainConfig) -> Path:
-    """``python -m retina.explain``: overlays for every scan and target, ``explanations.csv``,
-    and with ``sanity_checks`` the two checks; returns the output folder."""
+    """``python -m retina.explain``: overlays for every scan the quality gate lets through
+    and every target, ``explanations.csv`` (every scan's verdict, its overlays), and with
+    ``sanity_checks`` the two checks; returns the output folder."""
     run_dir = Path(options.run_dir)
     cfg, model, checkpoint = load_run_model(run_dir, options.checkpoint)
     targets = [check_target(str(t), model) for t in options.targets]
@@ -136,10 +138,18 @@ def explain_run(options: ExplainConfig) -> Path:
     rows, name = _scans(cfg, run_dir, options)
     out_dir = Path(options.output_dir or run_dir / EXPLAIN_DIR / f"{checkpoint.name}-{name}")
     method = str(options.method)
-    log.info("Explaining %d scans (%s; %s) -> %s", len(rows), method, ", ".join(targets), out_dir)
-    table = _explain_all(model, rows, targets, method, out_dir, options.batch_size)
+    verdicts = load_gate(model, cfg, checkpoint).verdicts(
+        model, rows["cache_path"].tolist(), options.batch_size
+    )
+    held = withheld(verdicts).to_numpy()
+    if held.any():
+        log.info("%d scans withheld by the quality gate: no grade, no overlay.", held.sum())
+    gated = rows[~held].reset_index(drop=True)
+    log.info("Explaining %d scans (%s; %s) -> %s", len(gated), method, ", ".join(targets), out_dir)
+    table = _explain_all(model, gated, targets, method, out_dir, options.batch_size)
+    table = rows[["scan_id"]].join(verdicts[QUALITY_COLUMNS]).merge(table, "left", "scan_id")
     if options.sanity_checks:
-        checks, per_scan = sanity_checks(cfg, model, rows, method)
+        checks, per_scan = sanity_checks(cfg, model, gated, method)
         table = table.merge(per_scan, on="scan_id", how="left")
         write_json(out_dir / SANITY_FILE, checks)
         log_checks(checks)

@@ -17,6 +17,7 @@ from retina.files import read_json, write_atomically
 from retina.icdr import REFERABLE_MIN_GRADE
 from retina.models.grading import Grading, grading_record
 from retina.reports.provenance import describe_initial_weights, study_facts
+from retina.reports.quality_gate import quality_gate_section
 from retina.reports.report_html import INTENDED_USE, split_table
 from retina.reports.report_md import grade_call, subgroup_section
 from retina.reports.tables import format_interval, markdown_table
@@ -38,6 +39,7 @@ def write_model_card(out_dir: Path, run_dir: Path, cfg: RunConfig, checkpoint: P
         "(the subgroups below), the factors along which screening performance is known to vary.",
         "## Data\n\n" + _data(facts),
         "## Metrics\n\n" + _metrics(metrics, checkpoint.name),
+        _quality_gate(metrics),
         _subgroups(metrics),
         "## Caveats and recommendations\n\n" + _caveats(facts),
     ]
@@ -93,6 +95,13 @@ def _metrics(metrics: dict | None, checkpoint: str) -> str:
         f"{patient['n']} patients), with 95% intervals (AUC: patient bootstrap; rates: "
         "Wilson):\n\n" + markdown_table(["metric", "value [95% CI]"], rows)
     )
+
+
+def _quality_gate(metrics: dict | None) -> str:
+    """The quality gate's section: what it withholds, and how, on the test split."""
+    if metrics is None:
+        return "## Quality gate\n\nNot evaluated yet (see Metrics)."
+    return quality_gate_section(metrics)
 
 
 def _subgroups(metrics: dict | None) -> str:

@@ -21,6 +21,7 @@ import markdown
 from retina.files import write_atomically
 from retina.reports.figures import PLOT_TITLES
 from retina.reports.provenance import describe_initial_weights
+from retina.reports.quality_gate import quality_gate_section
 from retina.reports.referral_curves import referral_section
 from retina.reports.report_md import auc_table, grade_call, level_section, subgroup_section
 from retina.reports.shift_comparison import comparison_section
@@ -64,6 +65,7 @@ def write_html_report(out_dir: Path, metrics: dict, plots: dict[str, Path], fact
         ("Reference standard", _reference_standard(facts)),
         ("Patient-level split and prevalence", _split(facts)),
         ("Operating points", _operating_points(metrics)),
+        ("Quality gate", quality_gate_section(metrics, titled=False)),
         ("Results with 95% confidence intervals", _results(metrics, plots)),
         ("Calibration", _calibration(metrics, plots)),
         (

@@ -24,6 +24,9 @@ from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference.outputs import output_columns
 from retina.inference.restore import load_run_model
 from retina.models.grading import Grading, grading_of
+from retina.quality.gate import REASONS, VERDICTS, gate_batch
+from retina.quality.measures import image_measures
+from retina.quality.scoring import DECISION_COLUMN, Gate, feature_model, load_gate
 from retina.reports.model_card import write_model_card
 from retina.run_dir import (
     EXPORT_DIR,
@@ -39,11 +42,18 @@ log = logging.getLogger(__name__)
 
 
 class ReferralModel(tf.Module):
-    """The model plus its referral rule, with one concrete serving signature."""
+    """The model plus its quality gate and referral rule, with one concrete serving
+    signature: a scan the gate withholds gets no grade, no probability and no uncertainty
+    (nan, or -1 for the grade), and its ``referred_*`` say the gate's action."""
 
-    def __init__(self, model, thresholds: dict[str, float], image_size: int, policy: dict):
+    def __init__(
+        self, model, thresholds: dict[str, float], image_size: int, policy: dict, gate: Gate
+    ):
         super().__init__()
         self.model = model
+        self.features_of = feature_model(model)
+        self.gate = {name: tf.constant(value) for name, value in gate.params.as_dict().items()}
+        self.rules, self.action = gate.rules, str(gate.cfg.action)
         self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
         self.policy = policy
         self.sample = sampler(model, policy["method"], policy["samples"])
@@ -72,7 +82,31 @@ class ReferralModel(tf.Module):
         if "threshold" in self.policy:
             too_uncertain = uncertainty > tf.constant(self.policy["threshold"], tf.float32)
             outputs[REFER_COLUMN] = too_uncertain | outputs["referred_default"]
-        return outputs
+        return self._gated(images, outputs)
+
+    def _gated(self, images, outputs: dict) -> dict:
+        """``outputs`` with the gate's verdict, and emptied where it withholds the scan."""
+        features = tf.cast(self.features_of(images, training=False), tf.float32)
+        verdict = gate_batch(self.gate, self.rules, features, image_measures(images))
+        held = verdict["quality"] != 0
+        refers = tf.fill(tf.shape(held), self.action == "refer")
+        gated = {}
+        for name, value in outputs.items():
+            if value.dtype == tf.bool:
+                gated[name] = tf.where(held, refers, value)
+            elif name == "predicted_grade":
+                gated[name] = tf.where(held, tf.cast(-1, value.dtype), value)
+            else:
+                mask = tf.reshape(held, [-1] + [1] * (len(value.shape) - 1))
+                gated[name] = tf.where(mask, tf.constant(float("nan"), value.dtype), value)
+        names = tf.constant(list(VERDICTS))
+        grade_decision = tf.where(outputs["referred_default"], "refer", "no_refer")
+        return {
+            **gated,
+            **verdict,
+            "quality_name": tf.gather(names, verdict["quality"]),
+            DECISION_COLUMN: tf.where(held, tf.constant(self.action), grade_decision),
+        }
 
 
 def export_policy(run_dir: Path, checkpoint: str) -> dict:
@@ -118,6 +152,18 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, grading: Gradin
             "uncertainty": "the referral policy's measure of the referable decision "
             "(after the policy's Platt recalibration, when it has one)",
             REFER_COLUMN: "uncertainty > the policy's threshold, or referred_default",
+            "quality": f"the quality gate's verdict as an int: {dict(enumerate(VERDICTS))}",
+            "quality_name": "the verdict's name",
+            "quality_flags": "bits of the reasons: "
+            + ", ".join(f"{1 << i} {reason}" for i, reason in enumerate(REASONS)),
+            "quality_score": "the learnt quality score, P(gradable) (nan: not fitted)",
+            "fundus_distance": "distance to the training scans over the not_fundus threshold "
+            "(> 1: not a fundus photograph; nan: not fitted)",
+            DECISION_COLUMN: "refer or no_refer (referred_default) for a gradable scan; "
+            "quality.action (retake or refer) for a withheld one",
+            "withheld": "a scan whose verdict is not gradable has predicted_grade -1, nan "
+            "probabilities and uncertainty, and referred_* true only when quality.action is "
+            "refer",
         },
         "operating_points": thresholds,
         "operating_points_source": "chosen on the run's validation split during training",
@@ -131,6 +177,21 @@ def serving_description(cfg, checkpoint: Path, thresholds: dict, grading: Gradin
                 "SavedModel applies it itself."
             ),
         },
+    }
+
+
+def gate_description(gate: Gate) -> dict:
+    """What serving.json says of the SavedModel's quality gate."""
+    return {
+        "fitted": gate.fitted,
+        "learnt_score": bool(gate.params.score_fitted > 0),
+        "score_threshold": float(gate.params.score_threshold),
+        "not_fundus_threshold": "fundus_distance > 1",
+        "rules": gate.rules,
+        "action": str(gate.cfg.action),
+        "note": "The same verdict as python -m retina.predict and evaluate (retina.quality."
+        "gate.gate_batch). A scan the preprocessing finds no field of view in cannot be "
+        "given to the SavedModel: it is ungradable (no field of view) before it.",
     }
 
 
@@ -148,10 +209,13 @@ def export_run(
     if fmt == "keras":
         model.save(out_dir / KERAS_MODEL_FILE)
     else:
-        module = ReferralModel(model, thresholds, cfg.preprocess.image_size, policy)
+        gate = load_gate(model, cfg, path)
+        module = ReferralModel(model, thresholds, cfg.preprocess.image_size, policy, gate)
         tf.saved_model.save(module, str(out_dir / SAVED_MODEL_DIR), signatures=module.serve)
     description = serving_description(cfg, path, thresholds, grading_of(model))
     description["referral"] = policy  # the SavedModel's uncertainty and refer_to_specialist
+    if fmt != "keras":
+        description["quality_gate"] = gate_description(gate)
     write_json(out_dir / SERVING_FILE, description)
     write_model_card(out_dir, run_dir, cfg, path)
     log.info("Exported %s (%s) to %s", path.name, fmt, out_dir)

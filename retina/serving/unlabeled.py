@@ -29,6 +29,15 @@ from retina.files import write_atomically
 from retina.inference.outputs import FLIPS, probability_columns
 from retina.inference.restore import load_run_model
 from retina.models.grading import Grading, grading_of
+from retina.quality.scoring import (
+    DECISION_COLUMN,
+    QUALITY_COLUMNS,
+    apply_gate,
+    is_no_field_problem,
+    load_gate,
+    no_field_rows,
+    withheld,
+)
 from retina.run_dir import OVERLAYS_DIR, PREDICT_DIR, PREDICTIONS_FILE, UNREADABLE_FILE
 from retina.uncertainty.referral import (
     REFER_COLUMN,
@@ -73,12 +82,16 @@ def predict_scans(
     cfg, model, path = load_run_model(run_dir, checkpoint)
     threshold = read_operating_points(path)[operating_point]
     root, rows, problems = cached_inputs(cfg, input_path)
+    rows, problems = with_unseen_fields(rows, problems)
+    gate, action = load_gate(model, cfg, path), str(cfg.quality.action)
 
     u = uncertainty or UncertaintyConfig()
     policy = read_policy(run_dir, u, _sample_count(u), path.name)
     calibration = policy.get("calibration") if policy else None
 
     def score(chunk: pd.DataFrame) -> pd.DataFrame:
+        unseen = chunk[chunk["cache_path"] == ""]  # no field of view: ungradable, no image
+        chunk = chunk[chunk["cache_path"] != ""]
         paths = chunk["cache_path"].tolist()
         samples = sample_scans([model], paths, str(u.method), u.samples, batch_size, tta)
         probabilities = samples.mean(axis=0)
@@ -92,6 +105,8 @@ def predict_scans(
         if explain:  # named by scan id whatever paths_in_outputs says: a file name is output
             ids = [scan_pseudonym(p, cfg.data.id_salt) for p in chunk["path"]]
             table["overlay"] = write_overlays(model, paths, ids, out_dir / OVERLAYS_DIR)
+        table = apply_gate(table, gate.verdicts(model, paths, batch_size), action)
+        table = pd.concat([table, gated_rows(unseen, action)], ignore_index=True)
         return _pseudonymised(table, cfg, root) if private else table
 
     out_dir = Path(output_dir) if output_dir else run_dir / PREDICT_DIR
@@ -99,15 +114,17 @@ def predict_scans(
     unusable = pd.DataFrame(problems, columns=["path", "reason"])
     unusable = _pseudonymised(unusable, cfg, root) if private else unusable
     write_atomically(out_dir / UNREADABLE_FILE, lambda file: unusable.to_csv(file, index=False))
-    referred = _write_in_chunks(out_dir / PREDICTIONS_FILE, rows, score)
+    referred, held = _write_in_chunks(out_dir / PREDICTIONS_FILE, rows, score)
     log.info(
         "%d scans predicted with %s (operating point %s, threshold %.4f), %d referred; %d "
-        "unreadable -> %s",
+        "withheld by the quality gate (decision: %s); %d unreadable -> %s",
         len(rows),
         path.name,
         operating_point,
         threshold,
         referred,
+        held,
+        action,
         len(unusable),
         out_dir,
     )
@@ -125,24 +142,44 @@ def _sample_count(uncertainty: UncertaintyConfig) -> int:
     return counts.get(uncertainty.method, 1)
 
 
-def _write_in_chunks(path: Path, rows: pd.DataFrame, score) -> int:
+def _write_in_chunks(path: Path, rows: pd.DataFrame, score) -> tuple[int, int]:
     """``score``s the rows ``PREDICT_CHUNK`` at a time, appending each table to ``path`` as
     it comes (memory bounded by a chunk, whatever the number of scans; the file appears
-    whole at the end); returns how many scans were referred."""
-    referred = 0
+    whole at the end); returns how many scans were referred and how many withheld."""
+    referred = held = 0
     bar = tqdm(total=len(rows), desc="predicting", unit="scan", mininterval=1.0, leave=False)
 
     def write(file: Path) -> None:
-        nonlocal referred
+        nonlocal referred, held
         for start in range(0, len(rows), PREDICT_CHUNK):
             table = score(rows.iloc[start : start + PREDICT_CHUNK])
             table.to_csv(file, mode="a", header=start == 0, index=False, float_format="%.6f")
             referred += int(table["referred"].sum())
+            held += int(withheld(table).sum())
             bar.update(len(table))
 
     write_atomically(path, write)
     bar.close()
-    return referred
+    return referred, held
+
+
+def with_unseen_fields(rows: pd.DataFrame, problems: list[dict]) -> tuple[pd.DataFrame, list]:
+    """The scans the preprocessing found no field of view in move from the problems to the
+    rows (``cache_path`` ""): the gate calls them ungradable rather than unreadable."""
+    unseen = [p["path"] for p in problems if is_no_field_problem(p["reason"])]
+    rest = [p for p in problems if not is_no_field_problem(p["reason"])]
+    added = pd.DataFrame({"path": unseen, "cache_path": [""] * len(unseen)})
+    return pd.concat([rows, added], ignore_index=True), rest
+
+
+def gated_rows(unseen: pd.DataFrame, action: str) -> pd.DataFrame:
+    """The rows of scans without a field of view: their path, verdict and decision."""
+    verdicts = no_field_rows(len(unseen))
+    table = pd.DataFrame({"path": unseen["path"].to_numpy(), "referred": pd.NA})
+    table = pd.concat([table, verdicts[QUALITY_COLUMNS]], axis=1)
+    table["referred"] = pd.array([1 if action == "refer" else pd.NA] * len(table), "Int64")
+    table[DECISION_COLUMN] = action
+    return table
 
 
 def _prediction_rows(

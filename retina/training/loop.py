@@ -178,6 +178,7 @@ def train_epoch(session: Session, step: int, steps_log: StepLog, stop) -> dict:
     state.record_metrics(metrics)
     state.record_operating_points(points)
     state.record_grading(grading)
+    state.record_quality(session.fit_quality())  # retina.quality: the gate of these weights
     state.epoch.assign(epoch + 1)
     path = session.store.save(best=session.store.rank(metrics))
     log_epoch(epoch, cfg.train.epochs, summary, metrics, path)

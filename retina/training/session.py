@@ -21,20 +21,21 @@ from omegaconf import OmegaConf
 from tensorflow.python.framework import config as tf_config
 
 from retina.checkpoint.files import has_checkpoints
-from retina.checkpoint.read import resolve_checkpoint, restore_weights
+from retina.checkpoint.read import newest_has_quality, resolve_checkpoint, restore_weights
 from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
 from retina.config import Adaptation, RunConfig
 from retina.data.fundus import surround_value
 from retina.data.mixing import Mixing
 from retina.data.pipeline import StreamOptions, make_train_dataset
-from retina.data.prepare import prepare_run_data
+from retina.data.prepare import prepare_run_data, prepare_ungradable
 from retina.data.sources import MANIFEST_COLUMNS, training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
 from retina.inference.outputs import make_output_step
 from retina.models import build_model, pretrained_digest, without_pretrained
 from retina.models.heads import LOGITS_LAYER, num_outputs
+from retina.quality.fit import fit_run_gate, unfitted_gate
 from retina.run_dir import CONFIG_FILE, load_run_config
 from retina.training.distribute import (
     Placement,
@@ -76,6 +77,7 @@ class Session:
     steps_per_epoch: int
     restored_from: Path | None
     tensorboard: TensorBoardLog | None = None
+    quality_rows: pd.DataFrame | None = None  # the graders' ungradable train and val scans
     _functions: dict = field(default_factory=dict)
 
     @property
@@ -116,6 +118,18 @@ class Session:
                 mixing=Mixing.from_config(self.cfg.augment, self.cfg.seed),
             )
         return self._functions[frozen]
+
+    def fit_quality(self) -> dict | None:
+        """The quality gate fitted on the weights about to be saved (``retina.quality``);
+        None when the state keeps none."""
+        if self.state.quality is None:
+            return None
+        rows = {"train": self.train_rows, "val": self.val_rows, "ungradable": self.quality_rows}
+        ema = self.state.ema
+        with ema.applied() if ema is not None else contextlib.nullcontext():
+            return fit_run_gate(
+                self.state.model, rows, self.cfg.quality, 2 * self.cfg.train.batch_size
+            )
 
     def validate(self) -> tuple:
         """(grades, the model's outputs) of the validation split, sharded across the
@@ -162,9 +176,18 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
 
     # Model and state: restore order 1-3. A resumed run's weights all come from the
     # checkpoint, so pretrained ones are neither loaded nor fetched.
+    gated = cfg.quality.enabled and (not resuming or newest_has_quality(run_dir))
+    if cfg.quality.enabled and not gated:
+        log.info("Resuming a run saved without a quality gate: it goes on without one.")
     with placement.strategy.scope():
         state, groups = build_training_state(
-            cfg, train_rows, steps_per_epoch, policy, resuming=resuming, placement=placement
+            cfg,
+            train_rows,
+            steps_per_epoch,
+            policy,
+            resuming=resuming,
+            placement=placement,
+            quality=gated,
         )
 
     # Restore: order 4-5; or, for a new run, the weights of checkpoint.init_from.
@@ -207,6 +230,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         tensorboard=TensorBoardLog(run_dir, cfg)
         if cfg.train.tensorboard and placement.is_chief
         else None,
+        quality_rows=prepare_ungradable(cfg, run_dir, ("train", "val")) if gated else None,
     )
 
 
@@ -218,6 +242,7 @@ def build_training_state(
     *,
     resuming: bool = False,
     placement: Placement | None = None,
+    quality: bool = False,
 ) -> tuple[TrainingState, dict]:
     """A fresh (unrestored) ``TrainingState`` (model, optimizers built, weight average,
     training stream) and the variable group of each optimizer. Call inside
@@ -259,6 +284,7 @@ def build_training_state(
         ema=WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None,
         step=step,
         head=cfg.model.head,
+        quality=unfitted_gate(model, cfg.quality) if quality else None,
     )
     return state, groups
 
