@@ -1,7 +1,9 @@
 """The typed configuration every job is given (Hydra composes it from ``retina/conf``):
 
     schema        the dataclass schema of every config group, registered with Hydra's
-                  ConfigStore; ``to_typed``, ``check_choices``, ``require_choice``
+                  ConfigStore
+    strict        ``to_typed`` (no key may name Python to call), ``check_choices``,
+                  ``require_choice``
     choices       the fixed choices of config keys, as ``StrEnum`` types
     folder_names  run and sweep-job folder names TensorFlow can read checkpoints back from
                   (the ``retina.job_folder`` resolver)
@@ -10,6 +12,13 @@ It owns what a run is told, nothing it does: it imports only ``retina.errors`` a
 libraries, and every other package may import it. Import names from ``retina.config``.
 """
 
+from retina.config.strict import (
+    INSTANTIATE_KEYS,
+    check_choices,
+    refuse_instantiate_keys,
+    require_choice,
+    to_typed,
+)
 from retina.config.choices import (
     Adaptation,
     BestMode,
@@ -36,7 +45,6 @@ from retina.config.choices import (
     ValidationMetric,
 )
 from retina.config.schema import (
-    INSTANTIATE_KEYS,
     AugmentConfig,
     CheckpointConfig,
     DataConfig,
@@ -59,11 +67,7 @@ from retina.config.schema import (
     TrainerConfig,
     TrainLoopConfig,
     UncertaintyConfig,
-    check_choices,
-    refuse_instantiate_keys,
     register_configs,
-    require_choice,
-    to_typed,
 )
 
 __all__ = [

@@ -3,15 +3,12 @@
 ``conf/train.yaml`` and ``conf/evaluate.yaml`` start from these schemas, so a misspelt key,
 a value of the wrong type or an unknown choice fails at start-up with the key named. Fixed
 choices are ``StrEnum`` fields: Hydra refuses any other value while composing, and
-``check_choices`` refuses it in a config built in Python.
+``retina.config.strict.check_choices`` refuses it in a config built in Python.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -42,7 +39,6 @@ from retina.config.choices import (
     ValidationMetric,
 )
 from retina.config.folder_names import evaluation_log_dir, job_folder_name
-from retina.errors import ConfigError
 
 
 @dataclass
@@ -333,40 +329,6 @@ class ExportConfig:
     output_dir: str = ""
 
 
-# Keys through which Hydra's instantiate would import and call Python.
-INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
-
-
-def refuse_instantiate_keys(node, path: str = "") -> None:
-    """Raises ConfigError naming the first ``_target_``-style key of a job config.
-
-    Models, optimizers, schedules and losses come from registries by name; a config value
-    must never be able to import and call arbitrary Python. (Hydra's own ``hydra.*`` node,
-    launchers and callbacks, is not part of the job config.)
-    """
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key in INSTANTIATE_KEYS:
-                raise ConfigError(
-                    f"{where}={value!r}: configs cannot name Python objects to call. Choose "
-                    "registered components by name instead (model.name, optimizer.name, "
-                    "schedule.name, ...)."
-                )
-            refuse_instantiate_keys(value, where)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            refuse_instantiate_keys(value, f"{path}[{index}]")
-
-
-def to_typed(cfg):
-    """A composed job config as its dataclass, after refusing instantiate keys."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("hydra", None)
-    refuse_instantiate_keys(container)
-    return OmegaConf.to_object(cfg)
-
-
 def register_configs() -> None:
     """Registers the schemas (``run_schema``, ``evaluate_schema``, ...) for defaults lists,
     and the resolvers of Hydra's folders: ``retina.job_folder`` (sweep jobs) and
@@ -379,25 +341,3 @@ def register_configs() -> None:
     store.store(name="predict_schema", node=PredictConfig)
     store.store(name="export_schema", node=ExportConfig)
     store.store(name="explain_schema", node=ExplainConfig)
-
-
-def require_choice(key: str, value, choices) -> str:
-    """``value`` if it is one of ``choices``; otherwise a ConfigError naming ``key`` and the
-    valid choices. The one look-up every fixed-choice key goes through."""
-    names = [str(choice) for choice in choices]
-    if str(value) not in names:
-        raise ConfigError(f"{key}={value!r} is not a valid choice; use one of {names}.")
-    return str(value)
-
-
-def check_choices(cfg, prefix: str = "") -> None:
-    """Checks every ``StrEnum`` field of a config dataclass, nested ones included (configs
-    composed by Hydra are checked already; this covers ones built in Python)."""
-    hints = typing.get_type_hints(type(cfg))
-    for item in dataclasses.fields(cfg):
-        key, value = f"{prefix}{item.name}", getattr(cfg, item.name)
-        kind = hints[item.name]
-        if isinstance(kind, type) and issubclass(kind, StrEnum):
-            require_choice(key, value, kind)
-        elif dataclasses.is_dataclass(value):
-            check_choices(value, f"{key}.")
