@@ -205,6 +205,9 @@ def test_predict_evaluate_and_the_saved_model_agree_on_every_verdict(run, mix, t
     # the SavedModel, alone in a fresh process, on the same cached images
     cached = predicted[predicted["quality_reasons"] != "no field of view"]
     out_dir = export_run(run, "saved_model", checkpoint="latest", output_dir=tmp_path / "export")
+    card = (out_dir / "model_card.md").read_text()
+    assert "## Quality gate" in card and "graders' gradable scans withheld" in card
+    assert json.loads((out_dir / "serving.json").read_text())["quality_gate"]["fitted"]
     script = textwrap.dedent(f"""
         import json, sys
         import pandas as pd, tensorflow as tf

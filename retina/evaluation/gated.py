@@ -32,7 +32,7 @@ def with_graders_ungradable(
 
 
 def verdicts_of(gate: Gate | None, model, rows: pd.DataFrame, batch_size: int) -> pd.DataFrame:
-    """The verdict of every row (all gradable when there is no gate: an ensemble)."""
+    """The verdict of every row (all gradable for a scorer built without a gate)."""
     if gate is None:
         return (
             verdict_table([])

@@ -103,7 +103,7 @@ class Scorer:
     points_source: str
     policy_dir: Path
     facts: dict = field(default_factory=dict)  # reports.provenance.study_facts: report.html
-    gate: Gate | None = None  # retina.quality: the checkpoint's (none for an ensemble)
+    gate: Gate | None = None  # retina.quality: the checkpoint's (an ensemble: its first member's)
     action: str = "retake"  # quality.action: a withheld scan's decision
 
 
