@@ -12,13 +12,6 @@ It owns what a run is told, nothing it does: it imports only ``retina.errors`` a
 libraries, and every other package may import it. Import names from ``retina.config``.
 """
 
-from retina.config.strict import (
-    INSTANTIATE_KEYS,
-    check_choices,
-    refuse_instantiate_keys,
-    require_choice,
-    to_typed,
-)
 from retina.config.choices import (
     Adaptation,
     BestMode,
@@ -68,6 +61,13 @@ from retina.config.schema import (
     TrainLoopConfig,
     UncertaintyConfig,
     register_configs,
+)
+from retina.config.strict import (
+    INSTANTIATE_KEYS,
+    check_choices,
+    refuse_instantiate_keys,
+    require_choice,
+    to_typed,
 )
 
 __all__ = [
