@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import ROOT
 from retina.config import QualityConfig
-from retina.quality.fit import fit_gate
+from retina.quality.fit import can_hold_a_share, fit_gate
 from retina.quality.gate import VERDICTS, GateParams, gate_batch, reasons_of
 from retina.quality.measures import MEASURES, image_measures
 from retina.quality.summary import gate_summary
@@ -262,3 +262,19 @@ def test_a_share_outside_zero_to_one_is_refused_naming_its_key(key):
 
     with pytest.raises(ConfigError, match=f"quality.{key}=1.5"):
         check_shares(QualityConfig(**{key: 1.5}))
+
+
+@pytest.mark.parametrize(
+    ("validation", "gradable", "shares", "possible"),
+    [
+        (6, 5, (0.01, 0.01), False),  # debug=smoke: the rules alone, nothing read
+        (99, 90, (0.01, 0.01), True),  # the not-a-fundus threshold's first rank
+        (98, 98, (0.01, 0.01), False),
+        (6, 5, (0.2, 0.01), True),  # a looser budget makes a threshold possible
+    ],
+)
+def test_the_fit_is_skipped_only_when_no_threshold_can_hold_its_share(
+    validation, gradable, shares, possible
+):
+    cfg = QualityConfig(max_rejected_fundus=shares[0], max_withheld_gradable=shares[1])
+    assert can_hold_a_share(validation, gradable, cfg) == possible

@@ -165,6 +165,15 @@ def conformal_rank(count: int, share: float) -> int:
     return int(np.floor((count + 1) * share))
 
 
+def can_hold_a_share(validation: int, gradable: int, cfg: QualityConfig) -> bool:
+    """Whether validation has scans enough for either threshold (``conformal_rank`` > 0);
+    when it has not, the run keeps the rules alone, unfitted, and reads no features."""
+    return (
+        conformal_rank(validation, cfg.max_rejected_fundus) > 0
+        or conformal_rank(gradable, cfg.max_withheld_gradable) > 0
+    )
+
+
 def _too_few(what: str, count: int, share: float) -> None:
     log.warning(
         "Quality gate: %d validation scans are too few to hold the %s to %.1f%% (it needs "
@@ -217,6 +226,11 @@ def fit_run_gate(model, rows: dict, cfg: QualityConfig, batch_size: int = 64) ->
     """
     graded = rows["train"] if not cfg.fit_scans else rows["train"].head(cfg.fit_scans)
     ungradable = rows["ungradable"]
+    validation = len(rows["val"]) + int((ungradable["split"] == "val").sum())
+    if not can_hold_a_share(validation, len(rows["val"]), cfg):
+        # Neither threshold could withhold anything: spare reading every scan each epoch.
+        _too_few("quality gate's shares", validation, cfg.max_rejected_fundus)
+        return unfitted_gate(model, cfg)
     signals = {}
     for split, part in (("train", graded), ("val", rows["val"])):
         extra = ungradable[ungradable["split"] == split]
