@@ -99,7 +99,7 @@ def test_solarize_add_adds_to_the_dark_values_only():
     np.testing.assert_array_equal(ops.solarize_add(image, 110.0).numpy(), [[[120, 237, 128]]])
 
 
-def test_rand_augment_draws_every_op_and_keeps_a_quarter_unchanged():
+def test_rand_augment_skips_half_its_ops_and_varies_the_rest():
     """One layer: each op is picked 1/15 of the time and applied half of those."""
     image = tf.constant(IMAGE)
     outputs = [

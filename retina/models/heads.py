@@ -110,6 +110,12 @@ def pool_layers(feature_map, pooling: str):
     return layers.Concatenate(name=POOL_LAYER)([average, maximum])
 
 
+def pooled_features_model(model):
+    """The model cut at its pooled features, the input of the head's dropout: what MC
+    dropout samples over and the quality gate measures distances on."""
+    return keras.Model(model.inputs, model.get_layer(DROPOUT_LAYER).input)
+
+
 def apply_head_norm(layer_norm, x):
     """RETFound's ``fc_norm``, twice (see ``build_head``)."""
     return layer_norm(layer_norm(x))

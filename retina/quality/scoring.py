@@ -14,7 +14,7 @@ import tensorflow as tf
 from retina.checkpoint.read import read_quality
 from retina.config import QualityConfig
 from retina.data.pipeline import make_eval_dataset
-from retina.models.heads import DROPOUT_LAYER
+from retina.models.heads import DROPOUT_LAYER, pooled_features_model
 from retina.quality.gate import (
     NO_FIELD,
     UNGRADABLE,
@@ -32,11 +32,6 @@ QUALITY_COLUMNS = ["quality", "quality_reasons", "quality_score", "fundus_distan
 DECISION_COLUMN = "decision"  # refer | no_refer | retake
 
 
-def feature_model(model: keras.Model) -> keras.Model:
-    """The model cut at its pooled features: the input of the head's dropout (float32)."""
-    return keras.Model(model.inputs, model.get_layer(DROPOUT_LAYER).input)
-
-
 def feature_width(model: keras.Model) -> int:
     return int(model.get_layer(DROPOUT_LAYER).input.shape[-1])
 
@@ -48,7 +43,7 @@ def make_signal_step(model: keras.Model):
     """``images -> (features, measures)`` as one compiled function, made once per model
     (training fits the gate after every epoch)."""
     if model not in _SIGNAL_STEPS:
-        features_of = feature_model(model)
+        features_of = pooled_features_model(model)
 
         @tf.function
         def step(images):

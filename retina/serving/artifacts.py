@@ -24,9 +24,10 @@ from retina.icdr import NUM_GRADES, REFERABLE_MIN_GRADE
 from retina.inference.outputs import output_columns
 from retina.inference.restore import load_run_model
 from retina.models.grading import Grading, grading_of
+from retina.models.heads import pooled_features_model
 from retina.quality.gate import REASONS, VERDICTS, gate_batch
 from retina.quality.measures import image_measures
-from retina.quality.scoring import DECISION_COLUMN, Gate, feature_model, load_gate
+from retina.quality.scoring import DECISION_COLUMN, Gate, load_gate
 from retina.reports.model_card import write_model_card
 from retina.run_dir import (
     EXPORT_DIR,
@@ -51,7 +52,7 @@ class ReferralModel(tf.Module):
     ):
         super().__init__()
         self.model = model
-        self.features_of = feature_model(model)
+        self.features_of = pooled_features_model(model)
         self.gate = {name: tf.constant(value) for name, value in gate.params.as_dict().items()}
         self.rules, self.action = gate.rules, str(gate.cfg.action)
         self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}

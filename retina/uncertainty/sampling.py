@@ -21,7 +21,7 @@ from retina.icdr import REFERABLE_MIN_GRADE
 from retina.inference.outputs import FLIPS, predict_dataset, predict_probabilities
 from retina.metrics.calibration import PLATT_CLIP
 from retina.models.grading import grading_of
-from retina.models.heads import DROPOUT_LAYER, LOGITS_LAYER
+from retina.models.heads import DROPOUT_LAYER, LOGITS_LAYER, pooled_features_model
 
 
 def scan_seeds(images: tf.Tensor) -> tf.Tensor:
@@ -33,7 +33,7 @@ def scan_seeds(images: tf.Tensor) -> tf.Tensor:
 def mc_dropout_probabilities(model: keras.Model, samples: int, seed: int = 0):
     """A function ``images -> (samples, batch, classes)`` of grade probabilities with the
     head's dropout active; all samples equal when the model's dropout rate is 0."""
-    features_of = keras.Model(model.inputs, model.get_layer(DROPOUT_LAYER).input)
+    features_of = pooled_features_model(model)
     rate = float(model.get_layer(DROPOUT_LAYER).rate)
     outputs_of, grading = model.get_layer(LOGITS_LAYER), grading_of(model)
 
