@@ -9,6 +9,7 @@ from conftest import smoke_config
 from retina.config import DataConfig
 from retina.data.sources import build_manifest
 from retina.data.synthetic import render_fundus
+from retina.data.ungradable import NO_GRADE, ungradable_scans
 from retina.run_dir import read_history
 from retina.training.loop import train
 
@@ -42,14 +43,19 @@ def _messidor2(root):
                 "adjudicated_gradable": "1",
             }
         )
-    rows.append(
-        {
-            "image_id": "ungradable.png",
-            "adjudicated_dr_grade": "",
-            "adjudicated_dme": "",
-            "adjudicated_gradable": "0",
-        }
-    )
+    # Adjudicated ungradable: mostly with no grade, as published; one with its file missing.
+    for index, grade in enumerate(["", "", "", "3", ""]):
+        name = f"ungradable{index}.png"
+        if index < 4:
+            _photo(root / "IMAGES" / name, 0, seed=100 + index)
+        rows.append(
+            {
+                "image_id": name,
+                "adjudicated_dr_grade": grade,
+                "adjudicated_dme": "",
+                "adjudicated_gradable": "0",
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "messidor_data.csv", index=False)
 
 
@@ -122,6 +128,8 @@ def test_layout_trains(layout, tmp_path):
     manifest = pd.read_csv(tmp_path / "run" / "manifest.csv", dtype=str)
     assert (manifest.groupby("patient")["split"].nunique() == 1).all()
     assert set(manifest["split"]) == {"train", "val", "test"}
+    if layout == "messidor2":  # its adjudicated ungradable scans, kept for the quality gate
+        assert len(pd.read_csv(tmp_path / "run" / "ungradable_scans.csv")) == 4
 
 
 def test_eyepacs_pairs_the_eyes_of_a_patient(tmp_path):
@@ -159,10 +167,21 @@ def test_separate_test_csv_is_the_test_split(tmp_path):
     assert set(manifest[manifest.index < 18]["split"]) <= {"train", "val"}
 
 
-def test_messidor2_leaves_out_ungradable(tmp_path):
+def test_messidor2_ungradable_scans_are_kept_for_the_quality_gate(tmp_path):
     _messidor2(tmp_path)
-    manifest, _ = build_manifest(DataConfig(layout="messidor2", root=str(tmp_path)))
-    assert len(manifest) == 24 and "ungradable" not in set(manifest["scan_id"])
+    cfg = DataConfig(layout="messidor2", root=str(tmp_path))
+    manifest, _ = build_manifest(cfg)
+    assert len(manifest) == 24 and not manifest["scan_id"].str.startswith("ungradable").any()
+    ungradable = ungradable_scans(cfg, manifest).set_index("scan_id")
+    # The four whose file exists, the grade where the table gives one.
+    assert sorted(ungradable.index) == [f"ungradable{i}" for i in range(4)]
+    assert ungradable["grade"].to_dict() == {
+        "ungradable0": NO_GRADE,
+        "ungradable1": NO_GRADE,
+        "ungradable2": NO_GRADE,
+        "ungradable3": 3,
+    }
+    assert set(ungradable["split"]) <= {"train", "val", "test"}
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ PATIENTS = [f"{family}_{given}_{1000 + i}" for i, (family, given) in enumerate(
 @pytest.fixture(scope="module")
 def clinic(tmp_path_factory):
     """``<PATIENT>/OD.jpg`` and ``OS.jpg`` for 12 patients, one unreadable scan, one row
-    whose file is missing, and labels.csv."""
+    whose file is missing, and labels.csv (the last three scans graded ungradable)."""
     root = tmp_path_factory.mktemp("clinic")
     rows = []
     for index, patient in enumerate(PATIENTS):
@@ -31,9 +31,19 @@ def clinic(tmp_path_factory):
             grade = (index + (eye == "OS")) % 5
             image = render_fundus(np.random.default_rng(index), grade, "R", 96)
             Image.fromarray(image).save(root / patient / f"{eye}.jpg", quality=90)
-            rows.append({"path": f"{patient}/{eye}.jpg", "grade": grade, "patient": patient})
+            gradable = int(len(rows) < 21)
+            rows.append(
+                {
+                    "path": f"{patient}/{eye}.jpg",
+                    "grade": grade,
+                    "patient": patient,
+                    "gradable": gradable,
+                }
+            )
     (root / PATIENTS[0] / "OD.jpg").write_bytes(b"not a jpeg")
-    rows.append({"path": f"{PATIENTS[1]}/OU.jpg", "grade": 0, "patient": PATIENTS[1]})
+    rows.append(
+        {"path": f"{PATIENTS[1]}/OU.jpg", "grade": 0, "patient": PATIENTS[1], "gradable": 1}
+    )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -55,6 +65,7 @@ def test_no_output_names_a_patient_folder_and_the_lookup_maps_ids_back(clinic, t
             "data=folder",
             "data.labels_csv=labels.csv",
             "data.patient_column=patient",
+            "data.gradable_column=gradable",  # ungradable_scans.csv too
             "train.epochs=1",
             "train.batch_size=2",
         ],
@@ -73,6 +84,12 @@ def test_no_output_names_a_patient_folder_and_the_lookup_maps_ids_back(clinic, t
     manifest = pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
     assert (manifest["path"] == "").all() and manifest["scan_id"].str.startswith("scan-").all()
     assert all((clinic / paths[scan]).is_file() for scan in manifest["scan_id"])
+    ungradable = pd.read_csv(run_dir / "ungradable_scans.csv", dtype=str, keep_default_na=False)
+    assert (ungradable["path"] == "").all()
+    assert sorted(paths[ungradable["scan_id"]]) == [
+        f"{PATIENTS[10]}/OS.jpg",
+        *(f"{PATIENTS[11]}/{eye}.jpg" for eye in ("OD", "OS")),
+    ]
     bad = pd.read_csv(run_dir / "bad_inputs.csv", dtype=str)
     assert sorted(paths[bad["scan_id"]]) == [f"{PATIENTS[0]}/OD.jpg", f"{PATIENTS[1]}/OU.jpg"]
     predictions = pd.read_csv(tmp_path / "predict" / "predictions.csv", dtype=str)

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from retina.config import DataConfig
-from retina.data.sources import build_manifest, pseudonymise
+from retina.data.label_tables import pseudonymise
+from retina.data.sources import build_manifest
 from retina.data.splits import assign_folds, split_by_patient
 from retina.errors import ConfigError, DataError
 

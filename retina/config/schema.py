@@ -73,6 +73,7 @@ class DataConfig:
     patient_column: str = ""
     eye_column: str = ""
     split_column: str = ""
+    gradable_column: str = ""  # folder layout: 0 where the graders could not grade a scan
     on_error: OnError = OnError.skip
     train_label: TrainLabel = TrainLabel.adjudicated
     sites: list[str] = field(default_factory=list)  # read only these sites (empty: all)

@@ -1,6 +1,8 @@
 """Data: scans on disk to the tf.data stream a model trains on.
 
     sources, splits      dataset layouts -> the manifest; the patient-level split, folds
+    label_tables         one label table -> manifest rows (files found, grades parsed)
+    ungradable           the scans the graders could not grade, kept for the quality gate
     images, dicom        any scan file -> 8-bit RGB as a reader would see it
     fundus               fundus image operations (field of view, crop, resize, gradability)
     privacy              pseudonymous scan ids instead of source paths

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from retina.data.cache import build_cache
-from retina.data.sources import IMAGE_SUFFIXES
+from retina.data.label_tables import IMAGE_SUFFIXES
 from retina.errors import DataError
 
 

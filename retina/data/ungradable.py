@@ -6,6 +6,11 @@ A scan keeps its patient's split when the patient has a graded scan in the manif
 eyes of a patient stay together); the patients none of whose scans could be graded are
 dealt into the splits with the manifest's shares and seed. The manifest's own split is
 never changed by them.
+
+The layouts that say which scans are ungradable: the built-in set and APTOS's layout (a
+``gradable`` column of 0), Messidor-2 (``adjudicated_gradable`` 0, Krause et al. 2018; no
+grade given: ``NO_GRADE``) and the folder layout (``data.gradable_column`` 0). A split
+the layout gives (the folder layout's split column or test CSV) wins, as in the manifest.
 """
 
 from __future__ import annotations
@@ -16,58 +21,98 @@ import numpy as np
 import pandas as pd
 
 from retina.config import DataConfig
-from retina.data.privacy import pseudonymises, scan_pseudonym
-from retina.data.sources import (
-    LABELS_FILE,
-    _extra_columns,
-    _find_image,
-    _read_table,
-    _scans,
-    _site_rows,
+from retina.data.label_tables import (
+    extra_columns,
+    find_image,
+    parse_grade,
+    read_table,
+    site_rows,
+    table_scans,
 )
+from retina.data.privacy import pseudonymises, scan_pseudonym
+from retina.data.sources import folder_scans, folder_tables, messidor2_scans, messidor2_table
 from retina.data.splits import SPLITS, deal_patients
+from retina.data.synthetic import LABELS_FILE
 
 GRADABLE_COLUMN = "gradable"  # the label table's column: 0 where the graders could not grade
-# The layouts whose label table can say so (the synthetic set is written in APTOS's).
-LAYOUTS_WITH_GRADABILITY = ("synthetic", "aptos2019")
+NO_GRADE = -1  # an ungradable scan's grade where its table gives none
 
 
 def ungradable_scans(cfg: DataConfig, manifest: pd.DataFrame) -> pd.DataFrame:
     """The label table's ungradable scans as manifest rows (their grade is the graders'
-    reading, for reference only), each with a split; empty when the layout or its table has
-    no gradable column."""
-    if cfg.layout not in LAYOUTS_WITH_GRADABILITY:
+    reading, for reference only, or ``NO_GRADE``), each with a split; empty when the
+    layout or its table cannot say which scans are ungradable."""
+    reader = UNGRADABLE_READERS.get(cfg.layout)
+    rows = reader(cfg) if reader else None
+    if rows is None or rows.empty:
         return manifest.iloc[:0].copy()
-    root = Path(cfg.root)
-    labels_path = root / LABELS_FILE
-    table = _site_rows(
-        _read_table(labels_path, ["id_code", "diagnosis"], "train.csv"), cfg, labels_path
-    )
-    if GRADABLE_COLUMN not in table:
-        return manifest.iloc[:0].copy()
-    table = table[table[GRADABLE_COLUMN].str.strip() == "0"].reset_index(drop=True)
-    patients = table["patient_id"] if "patient_id" in table else table["id_code"]
-    rows, _ = _scans(
-        cfg,
-        labels_path,
-        table["id_code"],
-        table["id_code"],
-        lambda i: _find_image(root, root / "train_images", i),
-        table["diagnosis"],
-        patients,
-        table["eye"] if "eye" in table else [""] * len(table),
-        extra=_extra_columns(table, cfg, labels_path),
-    )
     if pseudonymises(cfg):
         rows["scan_id"] = [scan_pseudonym(path, cfg.id_salt) for path in rows["path"]]
     rows["split"] = _splits(rows, manifest, cfg)
     return rows
 
 
+def _grade_or_none(value: str) -> int:
+    """The table's grade, ``NO_GRADE`` where it gives none."""
+    return NO_GRADE if str(value).strip() == "" else parse_grade(value)
+
+
+def _messidor2_ungradable(cfg: DataConfig) -> pd.DataFrame:
+    labels_path, table, ungradable = messidor2_table(cfg)
+    table = table[ungradable].reset_index(drop=True)
+    return messidor2_scans(cfg, labels_path, table, grade_of=_grade_or_none)[0]
+
+
+def _folder_ungradable(cfg: DataConfig) -> pd.DataFrame:
+    parts = [
+        folder_scans(cfg, path, table[ungradable], split, grade_of=_grade_or_none)[0]
+        for path, table, ungradable, split in folder_tables(cfg)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _aptos_ungradable(cfg: DataConfig) -> pd.DataFrame | None:
+    """The rows of ``train.csv`` whose ``gradable`` column is 0 (None without the column)."""
+    root = Path(cfg.root)
+    labels_path = root / LABELS_FILE
+    table = site_rows(
+        read_table(labels_path, ["id_code", "diagnosis"], "train.csv"), cfg, labels_path
+    )
+    if GRADABLE_COLUMN not in table:
+        return None
+    table = table[table[GRADABLE_COLUMN].str.strip() == "0"].reset_index(drop=True)
+    patients = table["patient_id"] if "patient_id" in table else table["id_code"]
+    rows, _ = table_scans(
+        cfg,
+        labels_path,
+        table["id_code"],
+        table["id_code"],
+        lambda i: find_image(root, root / "train_images", i),
+        table["diagnosis"],
+        patients,
+        table["eye"] if "eye" in table else [""] * len(table),
+        extra=extra_columns(table, cfg, labels_path),
+        grade_of=_grade_or_none,
+    )
+    return rows
+
+
+# The layouts whose label table says which scans are ungradable (the built-in set is
+# written in APTOS's).
+UNGRADABLE_READERS = {
+    "synthetic": _aptos_ungradable,
+    "aptos2019": _aptos_ungradable,
+    "messidor2": _messidor2_ungradable,
+    "folder": _folder_ungradable,
+}
+
+
 def _splits(rows: pd.DataFrame, manifest: pd.DataFrame, cfg: DataConfig) -> pd.Series:
-    """Each row's patient's split in the manifest; the other patients dealt anew."""
+    """The split the layout gives a row (val or test, as in the manifest), else its
+    patient's split in the manifest; the other patients dealt anew."""
     known = manifest.drop_duplicates("patient").set_index("patient")["split"]
-    splits = rows["patient"].map(known)
+    given = rows["split"].where(rows["split"].isin(["val", "test"]))
+    splits = given.fillna(rows["patient"].map(known))
     alone = rows[splits.isna()]
     if len(alone):
         shares = np.array(

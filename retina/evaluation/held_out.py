@@ -18,8 +18,9 @@ import pandas as pd
 from retina.checkpoint.read import read_operating_points
 from retina.config import DataConfig, RunConfig, UncertaintyConfig
 from retina.data.cache import build_cache
+from retina.data.label_tables import PATIENT_FACTS
 from retina.data.prepare import prepare_run_data
-from retina.data.sources import PATIENT_FACTS, build_manifest
+from retina.data.sources import build_manifest
 from retina.data.synthetic import ensure_synthetic_dataset
 from retina.errors import DataError
 from retina.evaluation.gated import (

@@ -26,10 +26,11 @@ from retina.checkpoint.state import TrainingState
 from retina.checkpoint.store import CheckpointStore
 from retina.config import Adaptation, RunConfig
 from retina.data.fundus import surround_value
+from retina.data.label_tables import MANIFEST_COLUMNS
 from retina.data.mixing import Mixing
 from retina.data.pipeline import StreamOptions, make_train_dataset
 from retina.data.prepare import prepare_run_data, prepare_ungradable
-from retina.data.sources import MANIFEST_COLUMNS, training_grades
+from retina.data.sources import training_grades
 from retina.errors import ConfigError
 from retina.files import text_sha256
 from retina.inference.outputs import make_output_step
