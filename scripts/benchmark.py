@@ -9,6 +9,7 @@
                                       [--scale-parts sets stream eyepacs] [--baseline-commit C]
     python scripts/benchmark.py uncertainty [--mc-samples 20] [--uncertainty-scans 512]
     python scripts/benchmark.py quality [--quality-patients 400] [--quality-epochs 14]
+                                        [--quality-seeds 1]
     python scripts/benchmark.py all
 
 Each benchmark prints a table and writes benchmarks/<name>.json. Figures are medians of

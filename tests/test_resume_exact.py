@@ -101,21 +101,28 @@ def test_killed_run_resumes_bit_exact(workspace, baselines, precision, fault, ba
 
 
 # About 30 s each on two cores: coral in the default run (its state holds the cut-points and
-# link every ordinal head keeps), the other two with -m slow.
+# link every ordinal head keeps), the other two with -m slow. The quality gate may withhold a
+# fifth of the smoke's 5 validation scans, so it is fitted after each epoch too.
+GATE = ["quality.max_rejected_fundus=0.2", "quality.max_withheld_gradable=0.2"]
+
+
 @pytest.mark.parametrize("head", ["coral", _slow("corn"), _slow("regression")])
-def test_each_grading_head_resumes_bit_exact(workspace, head):
+def test_each_grading_head_and_the_quality_gate_resume_bit_exact(workspace, head):
     """Killed in epoch 2, after the first validation fitted the head's cut-points (and the
-    regression link): the resumed run ends where an uninterrupted one does, grading too."""
+    regression link) and the quality gate: the resumed run ends where an uninterrupted one
+    does, grading and gate too."""
     baseline, run_dir = workspace / f"baseline-{head}", workspace / f"killed-{head}"
+    args = [f"model.head={head}", *GATE]
     result = run_module(
-        "retina.train", *_args(workspace, baseline, "float32", f"model.head={head}"), cwd=workspace
+        "retina.train", *_args(workspace, baseline, "float32", *args), cwd=workspace
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    args = _args(workspace, run_dir, "float32", f"model.head={head}")
-    _kill_resume_and_compare(workspace, run_dir, args, "step:7", baseline)
-    assert {"grading/cut_points", "grading/link"} <= {
-        k.split("/.")[0] for k in _final_state(run_dir)
-    }
+    _kill_resume_and_compare(
+        workspace, run_dir, _args(workspace, run_dir, "float32", *args), "step:7", baseline
+    )
+    state = _final_state(run_dir)
+    assert {"grading/cut_points", "grading/link"} <= {k.split("/.")[0] for k in state}
+    assert state["quality/fitted/.ATTRIBUTES/VARIABLE_VALUE"] == 1
 
 
 # RETFound's recipe on a small ViT, mixup and cutmix on as well: the drop-path masks' seed
