@@ -223,9 +223,10 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / HISTORY_FILE)
 
 
-def read_manifest(run_dir: str | Path) -> pd.DataFrame:
-    """The run's ``manifest.csv``, ids as written (strings), grades as integers."""
-    table = pd.read_csv(Path(run_dir) / MANIFEST_FILE, dtype=str, keep_default_na=False)
+def read_manifest(run_dir: str | Path, name: str = MANIFEST_FILE) -> pd.DataFrame:
+    """The run's ``manifest.csv`` (or another table of manifest rows it saved, such as
+    ``ungradable_scans.csv``), ids as written (strings), grades as integers."""
+    table = pd.read_csv(Path(run_dir) / name, dtype=str, keep_default_na=False)
     return table.astype({"grade": int})
 
 

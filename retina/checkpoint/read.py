@@ -131,7 +131,8 @@ def newest_has_quality(run_dir: str | Path) -> bool:
     started before the gate resumes without one)."""
     for prefix in complete_prefixes(Path(run_dir) / LATEST_DIR):
         if not damage(prefix):  # a damaged one: the restore will quarantine it
-            return read_quality(prefix) is not None
+            keys = tf.train.load_checkpoint(str(prefix)).get_variable_to_shape_map()
+            return any(key.startswith(QUALITY_PREFIX) for key in keys)
     return False
 
 

@@ -14,7 +14,12 @@ from retina.models.grading import DEFAULT_LINK, ORDINAL_HEADS, Grading
 
 # The validation metrics every checkpoint records. Fixed: a metric added here would be a
 # variable older checkpoints lack, and they would no longer restore.
-RECORDED_METRICS = tuple(ValidationMetric)[:4]
+RECORDED_METRICS = (
+    ValidationMetric.referable_auc,
+    ValidationMetric.sensitivity,
+    ValidationMetric.specificity,
+    ValidationMetric.quadratic_weighted_kappa,
+)
 OPERATING_POINTS = tuple(OperatingPoint)
 
 

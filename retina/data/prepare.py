@@ -9,6 +9,7 @@ import pandas as pd
 
 from retina.config import OnError, RunConfig, require_choice
 from retina.data.cache import build_cache
+from retina.data.label_tables import MANIFEST_COLUMNS
 from retina.data.privacy import pseudonymises, record_paths, recorded_paths, redact_problems
 from retina.data.sources import build_manifest, manifest_columns
 from retina.data.splits import manifest_summary
@@ -47,7 +48,7 @@ def prepare_run_data(
     if fresh:  # every split is cached, so the saved manifest lists only usable scans
         manifest, problems = build_manifest(cfg.data)
     else:
-        manifest, problems = _saved_manifest(cfg, run_dir, splits, private), []
+        manifest, problems = _rows_of(read_manifest(run_dir), cfg, splits), []
     cached, unreadable = build_cache(
         manifest,
         cfg.data.root,
@@ -79,13 +80,7 @@ def _save_ungradable(cfg: RunConfig, run_dir: Path, manifest: pd.DataFrame, priv
     rows = ungradable_scans(cfg.data, manifest)
     if rows.empty:
         return
-    if private:
-        record_paths(cfg.data.cache_dir, cfg.data.root, rows)
-        rows = rows.assign(path="")
-    columns = rows[manifest_columns(rows)]
-    write_atomically(
-        run_dir / UNGRADABLE_SCANS_FILE, lambda file: columns.to_csv(file, index=False)
-    )
+    _write_rows(rows, run_dir / UNGRADABLE_SCANS_FILE, cfg, private)
     log.info("%d scans the graders found ungradable kept for the quality gate.", len(rows))
 
 
@@ -94,14 +89,9 @@ def prepare_ungradable(
 ) -> pd.DataFrame:
     """The run's graders-ungradable scans of ``splits`` with a ``cache_path`` (those that
     could be cached); empty for a run without ``ungradable_scans.csv``."""
-    path = Path(run_dir) / UNGRADABLE_SCANS_FILE
-    if not path.is_file():
-        columns = ["scan_id", "path", "grade", "patient", "eye", "split", "cache_path"]
-        return pd.DataFrame(columns=columns)
-    rows = pd.read_csv(path, dtype=str, keep_default_na=False).astype({"grade": int})
-    rows = rows[rows["split"].isin(splits)].copy()
-    if pseudonymises(cfg.data):
-        rows["path"] = recorded_paths(cfg.data.cache_dir, cfg.data.root, rows["scan_id"])
+    if not (Path(run_dir) / UNGRADABLE_SCANS_FILE).is_file():
+        return pd.DataFrame(columns=[*MANIFEST_COLUMNS, "cache_path"])
+    rows = _rows_of(read_manifest(run_dir, UNGRADABLE_SCANS_FILE), cfg, splits)
     cached, _ = build_cache(
         rows, cfg.data.root, cfg.preprocess, cfg.data.cache_dir, cfg.data.workers, cfg.data.id_salt
     )
@@ -109,26 +99,31 @@ def prepare_ungradable(
     return rows[rows["cache_path"] != ""]
 
 
-def _saved_manifest(cfg: RunConfig, run_dir: Path, splits, private: bool) -> pd.DataFrame:
-    """The rows of ``splits`` in the run's manifest, their paths from the lookup beside the
-    cache when the manifest holds none (``data.paths_in_outputs``)."""
-    manifest = read_manifest(run_dir)
-    manifest = manifest[manifest["split"].isin(splits)].copy()
+def _rows_of(table: pd.DataFrame, cfg: RunConfig, splits) -> pd.DataFrame:
+    """The rows of ``splits`` in a table the run saved, their paths from the lookup beside
+    the cache when the table holds none (``data.paths_in_outputs``)."""
+    rows = table[table["split"].isin(splits)].copy()
+    if pseudonymises(cfg.data):
+        rows["path"] = recorded_paths(cfg.data.cache_dir, cfg.data.root, rows["scan_id"])
+    return rows
+
+
+def _write_rows(rows: pd.DataFrame, path: Path, cfg: RunConfig, private: bool) -> None:
+    """Writes manifest rows to ``path``: no paths when they are pseudonymised (recorded in
+    the lookup beside the cache instead)."""
+    columns = rows[manifest_columns(rows)]
     if private:
-        manifest["path"] = recorded_paths(cfg.data.cache_dir, cfg.data.root, manifest["scan_id"])
-    return manifest
+        record_paths(cfg.data.cache_dir, cfg.data.root, rows)
+        columns = columns.assign(path="")
+    write_atomically(path, lambda file: columns.to_csv(file, index=False))
 
 
 def _save_manifest(manifest: pd.DataFrame, cfg: RunConfig, run_dir: Path, private: bool):
     """``manifest.csv`` (no paths when they are pseudonymised: the lookup beside the cache
     has them), ``gradability.csv``, and the split in the log."""
     path = run_dir / MANIFEST_FILE
-    columns = manifest[manifest_columns(manifest)]
-    if private:
-        record_paths(cfg.data.cache_dir, cfg.data.root, manifest)
-        columns = columns.assign(path="")
+    _write_rows(manifest, path, cfg, private)
     _report_gradability(manifest, run_dir, "scan_id" if private else "path")
-    write_atomically(path, lambda file: columns.to_csv(file, index=False))
     log.info("Split by patient (saved to %s):\n%s", path, manifest_summary(manifest))
 
 

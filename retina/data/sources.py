@@ -79,12 +79,26 @@ def training_grades(rows: pd.DataFrame) -> pd.Series:
     return rows[TRAIN_GRADE] if TRAIN_GRADE in rows else rows["grade"]
 
 
-def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
-    """APTOS 2019: ``train.csv`` (id_code, diagnosis[, patient_id, eye]) + ``train_images/``."""
-    root = Path(cfg.root)
-    labels_path = root / LABELS_FILE
+GRADABLE_COLUMN = "gradable"  # APTOS's layout (the built-in set): 0 where graders could not grade
+
+
+def aptos_table(cfg: DataConfig) -> tuple[Path, pd.DataFrame, pd.Series]:
+    """(path, rows of ``data.sites``, ungradable) of APTOS's ``train.csv``; none ungradable
+    without a ``gradable`` column."""
+    labels_path = Path(cfg.root) / LABELS_FILE
     table = read_table(labels_path, ["id_code", "diagnosis"], "the APTOS train.csv")
-    table = _graded_rows(site_rows(table, cfg, labels_path))
+    table = site_rows(table, cfg, labels_path)
+    if GRADABLE_COLUMN not in table:
+        return labels_path, table, pd.Series(False, index=table.index)
+    return labels_path, table, table[GRADABLE_COLUMN].str.strip() == "0"
+
+
+def aptos_scans(
+    cfg: DataConfig, labels_path: Path, table: pd.DataFrame, grade_of=None
+) -> tuple[pd.DataFrame, list[dict]]:
+    """``table_scans`` of APTOS rows: ``train_images/<id_code>.*``."""
+    root = Path(cfg.root)
+    table = table.reset_index(drop=True)
     patients = table["patient_id"] if "patient_id" in table else table["id_code"]
     folder = root / "train_images"
     eyes = table["eye"] if "eye" in table else [""] * len(table)
@@ -98,17 +112,18 @@ def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
         patients,
         eyes,
         extra=extra_columns(table, cfg, labels_path),
+        grade_of=grade_of,
     )
 
 
-def _graded_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Leaves out the scans the graders could not grade (a ``gradable`` column of 0)."""
-    if "gradable" not in table:
-        return table
-    ungradable = table["gradable"].str.strip() == "0"
+def _read_aptos2019(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
+    """APTOS 2019: ``train.csv`` (id_code, diagnosis[, patient_id, eye, gradable]) +
+    ``train_images/``. Scans the graders could not grade (``gradable`` 0) are left out, with
+    a log line (the quality gate learns them: ``retina.data.ungradable``)."""
+    labels_path, table, ungradable = aptos_table(cfg)
     if ungradable.any():
         log.info("Leaving out %d scans the graders found ungradable.", ungradable.sum())
-    return table[~ungradable].reset_index(drop=True)
+    return aptos_scans(cfg, labels_path, table[~ungradable])
 
 
 def _read_eyepacs(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
@@ -222,10 +237,12 @@ def _read_folder(cfg: DataConfig) -> tuple[pd.DataFrame, list[dict]]:
     ``data.split_column`` and ``data.gradable_column`` (0: ungradable, left out here) are
     optional. ``data.test_labels_csv``, a second CSV with the same columns, is the test
     split."""
-    parts = [
-        folder_scans(cfg, labels_path, table[~ungradable], split)
-        for labels_path, table, ungradable, split in folder_tables(cfg)
-    ]
+    parts = []
+    for labels_path, table, ungradable, split in folder_tables(cfg):
+        if ungradable.any():
+            left_out = int(ungradable.sum())
+            log.info("%s: leaving out %d scans graded ungradable.", labels_path.name, left_out)
+        parts.append(folder_scans(cfg, labels_path, table[~ungradable], split))
     frames, problems = zip(*parts, strict=True)
     return pd.concat(frames, ignore_index=True), [p for found in problems for p in found]
 
@@ -247,8 +264,6 @@ def folder_tables(cfg: DataConfig) -> list[tuple[Path, pd.DataFrame, pd.Series, 
         ungradable = pd.Series(False, index=table.index)
         if cfg.gradable_column:
             ungradable = table[cfg.gradable_column].str.strip() == "0"
-            if ungradable.any():
-                log.info("%s: leaving out %d scans graded ungradable.", csv_name, ungradable.sum())
         tables.append((labels_path, table, ungradable, forced_split))
     return tables
 

@@ -15,26 +15,21 @@ the layout gives (the folder layout's split column or test CSV) wins, as in the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 
 from retina.config import DataConfig
-from retina.data.label_tables import (
-    extra_columns,
-    find_image,
-    parse_grade,
-    read_table,
-    site_rows,
-    table_scans,
-)
+from retina.data.label_tables import parse_grade
 from retina.data.privacy import pseudonymises, scan_pseudonym
-from retina.data.sources import folder_scans, folder_tables, messidor2_scans, messidor2_table
-from retina.data.splits import SPLITS, deal_patients
-from retina.data.synthetic import LABELS_FILE
+from retina.data.sources import (
+    aptos_scans,
+    aptos_table,
+    folder_scans,
+    folder_tables,
+    messidor2_scans,
+    messidor2_table,
+)
+from retina.data.splits import split_by_patient
 
-GRADABLE_COLUMN = "gradable"  # the label table's column: 0 where the graders could not grade
 NO_GRADE = -1  # an ungradable scan's grade where its table gives none
 
 
@@ -71,30 +66,9 @@ def _folder_ungradable(cfg: DataConfig) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _aptos_ungradable(cfg: DataConfig) -> pd.DataFrame | None:
-    """The rows of ``train.csv`` whose ``gradable`` column is 0 (None without the column)."""
-    root = Path(cfg.root)
-    labels_path = root / LABELS_FILE
-    table = site_rows(
-        read_table(labels_path, ["id_code", "diagnosis"], "train.csv"), cfg, labels_path
-    )
-    if GRADABLE_COLUMN not in table:
-        return None
-    table = table[table[GRADABLE_COLUMN].str.strip() == "0"].reset_index(drop=True)
-    patients = table["patient_id"] if "patient_id" in table else table["id_code"]
-    rows, _ = table_scans(
-        cfg,
-        labels_path,
-        table["id_code"],
-        table["id_code"],
-        lambda i: find_image(root, root / "train_images", i),
-        table["diagnosis"],
-        patients,
-        table["eye"] if "eye" in table else [""] * len(table),
-        extra=extra_columns(table, cfg, labels_path),
-        grade_of=_grade_or_none,
-    )
-    return rows
+def _aptos_ungradable(cfg: DataConfig) -> pd.DataFrame:
+    labels_path, table, ungradable = aptos_table(cfg)
+    return aptos_scans(cfg, labels_path, table[ungradable], grade_of=_grade_or_none)[0]
 
 
 # The layouts whose label table says which scans are ungradable (the built-in set is
@@ -113,11 +87,9 @@ def _splits(rows: pd.DataFrame, manifest: pd.DataFrame, cfg: DataConfig) -> pd.S
     known = manifest.drop_duplicates("patient").set_index("patient")["split"]
     given = rows["split"].where(rows["split"].isin(["val", "test"]))
     splits = given.fillna(rows["patient"].map(known))
-    alone = rows[splits.isna()]
-    if len(alone):
-        shares = np.array(
-            [1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction]
+    alone = splits.isna()
+    if alone.any():
+        splits[alone] = split_by_patient(
+            rows[alone], cfg.val_fraction, cfg.test_fraction, cfg.split_seed
         )
-        dealt = deal_patients(alone, shares, cfg.split_seed)
-        splits[splits.isna()] = alone["patient"].map(lambda p: SPLITS[dealt[p]])
     return splits.astype(str)

@@ -120,14 +120,19 @@ class Session:
             )
         return self._functions[frozen]
 
+    def saved_weights(self):
+        """A context in which the model holds the weights a checkpoint saves: the weight
+        averages when ``train.ema_decay`` keeps them."""
+        ema = self.state.ema
+        return ema.applied() if ema is not None else contextlib.nullcontext()
+
     def fit_quality(self) -> dict | None:
         """The quality gate fitted on the weights about to be saved (``retina.quality``);
         None when the state keeps none."""
         if self.state.quality is None:
             return None
         rows = {"train": self.train_rows, "val": self.val_rows, "ungradable": self.quality_rows}
-        ema = self.state.ema
-        with ema.applied() if ema is not None else contextlib.nullcontext():
+        with self.saved_weights():
             return fit_run_gate(
                 self.state.model, rows, self.cfg.quality, 2 * self.cfg.train.batch_size
             )
@@ -137,8 +142,8 @@ class Session:
         replicas, with the weight averages when ``train.ema_decay`` keeps them."""
         if "predict" not in self._functions:
             self._functions["predict"] = make_output_step(self.state.model)
-        rows, ema = self.val_rows, self.state.ema
-        with ema.applied() if ema is not None else contextlib.nullcontext():
+        rows = self.val_rows
+        with self.saved_weights():
             return predict_validation(
                 self.placement,
                 self.state.model,
@@ -167,8 +172,12 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         model=replace(cfg.model, weights_sha256=initial_weights_digest(cfg, saved)),
     )
 
+    gated = cfg.quality.enabled and (not resuming or newest_has_quality(run_dir))
+    if cfg.quality.enabled and not gated:
+        log.info("Resuming a run saved without a quality gate: it goes on without one.")
+
     # Data: the chief prepares it, the other workers read what it wrote.
-    manifest = prepare_data(cfg, run_dir, placement)
+    manifest, quality_rows = prepare_data(cfg, run_dir, placement, gated)
     train_rows, val_rows = (manifest[manifest["split"] == s] for s in ("train", "val"))
     if cfg.train.limit_train_scans:
         train_rows = train_rows.head(cfg.train.limit_train_scans)
@@ -177,9 +186,6 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
 
     # Model and state: restore order 1-3. A resumed run's weights all come from the
     # checkpoint, so pretrained ones are neither loaded nor fetched.
-    gated = cfg.quality.enabled and (not resuming or newest_has_quality(run_dir))
-    if cfg.quality.enabled and not gated:
-        log.info("Resuming a run saved without a quality gate: it goes on without one.")
     with placement.strategy.scope():
         state, groups = build_training_state(
             cfg,
@@ -231,7 +237,7 @@ def open_session(cfg: RunConfig, run_dir: str | Path, placement: Placement | Non
         tensorboard=TensorBoardLog(run_dir, cfg)
         if cfg.train.tensorboard and placement.is_chief
         else None,
-        quality_rows=prepare_ungradable(cfg, run_dir, ("train", "val")) if gated else None,
+        quality_rows=quality_rows,
     )
 
 
@@ -299,12 +305,18 @@ def count_steps_per_epoch(train_scans: int, batch_size: int) -> int:
     return steps
 
 
-def prepare_data(cfg: RunConfig, run_dir: Path, placement: Placement) -> pd.DataFrame:
-    """The chief generates, caches and splits the data; the other workers wait for it,
-    then read what it wrote (the run's manifest, the cache), so no file is written twice."""
-    manifest = prepare_run_data(cfg, run_dir) if placement.is_chief else None
+def prepare_data(cfg: RunConfig, run_dir: Path, placement: Placement, quality: bool):
+    """(manifest, the graders' ungradable training and validation scans when ``quality``).
+    The chief generates, caches and splits the data; the other workers wait for it, then
+    read what it wrote (the run's manifest, the cache), so no file is written twice."""
+
+    def prepare():
+        manifest = prepare_run_data(cfg, run_dir)
+        return manifest, prepare_ungradable(cfg, run_dir, ("train", "val")) if quality else None
+
+    prepared = prepare() if placement.is_chief else None
     wait_for_all_workers(placement)
-    return manifest if manifest is not None else prepare_run_data(cfg, run_dir)
+    return prepared if prepared is not None else prepare()
 
 
 def set_determinism(train_cfg) -> None:
