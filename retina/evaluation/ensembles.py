@@ -47,11 +47,11 @@ def evaluate_ensemble(
     if data is None and folds is None:
         check_same_split(members, options.split)
     source = f"the mean of {len(members)} members' thresholds, each chosen on its validation split"
-    scorer = Scorer(models, mean_operating_points(paths), checkpoint, source, Path(output_dir))
     # The quality gate of the first member: one verdict per scan, an ensemble of one run
     # gating as that run does.
-    scorer.gate = load_gate(models[0], configs[0], paths[0])
-    scorer.action = str(configs[0].quality.action)
+    gate, action = load_gate(models[0], configs[0], paths[0]), str(configs[0].quality.action)
+    points = mean_operating_points(paths)
+    scorer = Scorer(models, points, checkpoint, source, Path(output_dir), gate, action)
     if folds:
         rows, samples = _out_of_fold_samples(members, configs, folds, scorer, options)
         dataset = "val-out-of-fold"

@@ -1,5 +1,6 @@
 """The quality gate in an evaluation: the graders' ungradable scans of the split joined to
-the scored rows, each scan's verdict, and which scans the metrics are measured on."""
+the scored rows, which scans the metrics are measured on, and what metrics.json says of
+the gate."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pandas as pd
 
 from retina.config import RunConfig
 from retina.data.prepare import prepare_ungradable
-from retina.quality.scoring import Gate, verdict_table
 from retina.quality.summary import GRADERS_COLUMN, gate_summary
 
 log = logging.getLogger(__name__)
@@ -31,17 +31,6 @@ def with_graders_ungradable(
     return joined.astype({"grade": int})
 
 
-def verdicts_of(gate: Gate | None, model, rows: pd.DataFrame, batch_size: int) -> pd.DataFrame:
-    """The verdict of every row (all gradable for a scorer built without a gate)."""
-    if gate is None:
-        return (
-            verdict_table([])
-            .reindex(range(len(rows)))
-            .assign(quality="gradable", quality_reasons="", quality_flags=0)
-        )
-    return gate.verdicts(model, rows["cache_path"].tolist(), batch_size)
-
-
 def measured(rows: pd.DataFrame, verdicts: pd.DataFrame) -> pd.Series:
     """The scans the grade's metrics are measured on: let through by the gate and graded by
     the graders."""
@@ -49,10 +38,9 @@ def measured(rows: pd.DataFrame, verdicts: pd.DataFrame) -> pd.Series:
     return (verdicts["quality"].to_numpy() == "gradable") & (graders.to_numpy() == 1)
 
 
-def quality_record(scorer, rows, predictions, verdicts, options) -> dict:
+def quality_record(scorer, rows, verdicts, options) -> dict:
     """``metrics.json``'s ``quality_gate``: ``retina.quality.summary.gate_summary`` of the
     scans and their verdicts."""
     columns = ["scan_id", "patient", *(c for c in ("site", GRADERS_COLUMN) if c in rows)]
     table = pd.concat([rows[columns].reset_index(drop=True), verdicts], axis=1)
-    fitted = scorer.gate is not None and scorer.gate.fitted
-    return gate_summary(table, scorer.action, fitted, options.n_resamples, options.seed)
+    return gate_summary(table, scorer.action, scorer.gate.fitted, options.n_resamples, options.seed)

@@ -26,7 +26,6 @@ from retina.errors import DataError
 from retina.evaluation.gated import (
     measured,
     quality_record,
-    verdicts_of,
     with_graders_ungradable,
 )
 from retina.evaluation.policy import apply_policy, policy_and_calibration
@@ -103,9 +102,9 @@ class Scorer:
     checkpoint: str
     points_source: str
     policy_dir: Path
+    gate: Gate  # retina.quality: the checkpoint's (an ensemble: its first member's)
+    action: str  # quality.action: a withheld scan's decision
     facts: dict = field(default_factory=dict)  # reports.provenance.study_facts: report.html
-    gate: Gate | None = None  # retina.quality: the checkpoint's (an ensemble: its first member's)
-    action: str = "retake"  # quality.action: a withheld scan's decision
 
 
 @dataclass
@@ -166,8 +165,9 @@ def evaluate_with(
         dataset = f"{dataset}-rebalanced"
     points = read_operating_points(path)
     source = _operating_points_source(path, cfg)
-    scorer = Scorer([model], points, path.name, source, run_dir, study_facts(run_dir, cfg, path))
-    scorer.gate, scorer.action = load_gate(model, cfg, path), str(cfg.quality.action)
+    gate, action = load_gate(model, cfg, path), str(cfg.quality.action)
+    facts = study_facts(run_dir, cfg, path)
+    scorer = Scorer([model], points, path.name, source, run_dir, gate, action, facts)
     out_dir = _out_dir(run_dir, path.name, dataset, options)
     return score(scorer, rows, dataset, out_dir, options, in_domain)
 
@@ -218,7 +218,9 @@ def score(
     policy_samples = len(scorer.models) if method == "ensemble" else len(samples)
     probabilities = samples.mean(axis=0)
     grading = ensemble_grading([grading_of(model) for model in scorer.models])
-    verdicts = verdicts_of(scorer.gate, scorer.models[0], rows, options.batch_size)
+    verdicts = scorer.gate.verdicts(
+        scorer.models[0], rows["cache_path"].tolist(), options.batch_size
+    )
     kept = measured(rows, verdicts)  # the gate's let-through, graders' graded scans
     if not kept.any():
         raise DataError(
@@ -275,7 +277,7 @@ def score(
             scorer, everything, kept, metrics, options, policy_samples, policy, calibration
         )
     predictions = everything[kept].reset_index(drop=True)  # with the policy's column
-    metrics["quality_gate"] = quality_record(scorer, rows, everything, verdicts, options)
+    metrics["quality_gate"] = quality_record(scorer, rows, verdicts, options)
     metrics["referral"]["withheld_by_quality_gate"] = metrics["quality_gate"]["withheld"]
     metrics["undefined"] = as_records(undefined_metrics)  # each nan's reason
     log_undefined(undefined_metrics, log, f"Evaluation of {dataset} (where and why: metrics.json)")

@@ -116,6 +116,11 @@ def pooled_features_model(model):
     return keras.Model(model.inputs, model.get_layer(DROPOUT_LAYER).input)
 
 
+def pooled_width(model) -> int:
+    """How many pooled features ``pooled_features_model`` gives."""
+    return int(model.get_layer(DROPOUT_LAYER).input.shape[-1])
+
+
 def apply_head_norm(layer_norm, x):
     """RETFound's ``fc_norm``, twice (see ``build_head``)."""
     return layer_norm(layer_norm(x))

@@ -25,8 +25,16 @@ from sklearn.model_selection import StratifiedKFold
 
 from retina.config import QualityConfig
 from retina.errors import ConfigError
-from retina.quality.gate import GateParams, feature_distance, gate_components, measure_distance
-from retina.quality.scoring import feature_width, scan_signals
+from retina.models.heads import pooled_width
+from retina.quality.gate import (
+    GateParams,
+    feature_distance,
+    gate_components,
+    learnt_score,
+    measure_distance,
+    unfitted_params,
+)
+from retina.quality.scoring import scan_signals
 
 log = logging.getLogger(__name__)
 TRAIN_QUANTILE = 0.99  # each distance is scaled by its training scans' 99th percentile
@@ -145,15 +153,20 @@ def fit_gate(train: dict, val: dict, cfg: QualityConfig) -> GateParams:
         [np.quantile(feature_d, TRAIN_QUANTILE), np.quantile(measure_d, TRAIN_QUANTILE)]
     )
     params = GateParams.from_dict(params.as_dict())  # float32 from here, as the verdict
-    params.novelty_threshold = np.float32(novelty_threshold(params, val, cfg))
+    val_feature_d, val_measure_d, val_inputs = distances(params, val["features"], val["measures"])
+    params.novelty_threshold = np.float32(
+        novelty_threshold(params, val_feature_d, val_measure_d, cfg)
+    )
     params.fitted = np.float32(1)
     score = fit_score(inputs, train["gradable"])
     if score is not None:
         params.score_weights = score[0].astype(np.float32)
         params.score_bias = np.float32(score[1])
-        params.score_threshold = np.float32(score_threshold(params, val, cfg))
+        params.score_threshold = np.float32(
+            score_threshold(params, val_inputs, val["gradable"], cfg)
+        )
         params.score_fitted = np.float32(1)
-    return GateParams.from_dict(params.as_dict())
+    return params
 
 
 def conformal_rank(count: int, share: float) -> int:
@@ -185,11 +198,12 @@ def _too_few(what: str, count: int, share: float) -> None:
     )
 
 
-def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
-    """The not-a-fundus threshold: a new fundus scan like validation's is rejected with
-    probability at most ``max_rejected_fundus`` (``conformal_rank``), and so at most that
-    share of validation's own scans is."""
-    feature_d, measure_d, _ = distances(params, val["features"], val["measures"])
+def novelty_threshold(
+    params: GateParams, feature_d: np.ndarray, measure_d: np.ndarray, cfg: QualityConfig
+) -> float:
+    """The not-a-fundus threshold on validation's ``distances``: a new fundus scan like
+    validation's is rejected with probability at most ``max_rejected_fundus``
+    (``conformal_rank``), and so at most that share of validation's own scans is."""
     scales = params.distance_scales.astype(np.float32)
     novelty = np.sort(np.maximum(feature_d / scales[0], measure_d / scales[1]))
     rank = conformal_rank(len(novelty), cfg.max_rejected_fundus)
@@ -199,14 +213,15 @@ def novelty_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> floa
     return float(novelty[-rank])
 
 
-def score_threshold(params: GateParams, val: dict, cfg: QualityConfig) -> float:
-    """The learnt score's threshold (a score below it is withheld): a new gradable scan
-    like validation's is withheld with probability at most ``max_withheld_gradable``
-    (``conformal_rank``), and so at most that share of validation's own gradable scans is."""
-    *_, inputs = distances(params, val["features"], val["measures"])
-    logits = tf.linalg.matvec(tf.constant(inputs), tf.constant(params.score_weights))
-    scores = tf.sigmoid(logits + tf.constant(params.score_bias)).numpy()
-    gradable = np.sort(scores[np.asarray(val["gradable"]) == 1])
+def score_threshold(
+    params: GateParams, inputs: np.ndarray, gradable: np.ndarray, cfg: QualityConfig
+) -> float:
+    """The learnt score's threshold (a score below it is withheld) on validation's score
+    ``inputs`` and graders' labels: a new gradable scan like validation's is withheld with
+    probability at most ``max_withheld_gradable`` (``conformal_rank``), and so at most that
+    share of validation's own gradable scans is."""
+    scores = learnt_score(params.as_dict(), tf.constant(inputs)).numpy()
+    gradable = np.sort(scores[np.asarray(gradable) == 1])
     rank = conformal_rank(len(gradable), cfg.max_withheld_gradable)
     if rank == 0:
         _too_few("learnt score", len(gradable), cfg.max_withheld_gradable)
@@ -251,5 +266,4 @@ def unfitted_gate(model, cfg: QualityConfig) -> dict:
     """The unfitted gate of ``model`` (its shapes), as the training state first holds it;
     its shares checked before any training step."""
     check_shares(cfg)
-    width = feature_width(model)
-    return GateParams.empty(width, gate_components(width, cfg)).as_dict()
+    return unfitted_params(pooled_width(model), cfg).as_dict()

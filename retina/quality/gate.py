@@ -97,6 +97,17 @@ def gate_components(width: int, cfg: QualityConfig) -> int:
     return max(1, min(cfg.components, width))
 
 
+def unfitted_params(width: int, cfg: QualityConfig) -> GateParams:
+    """The unfitted gate (the rules alone) of a model with ``width`` pooled features."""
+    return GateParams.empty(width, gate_components(width, cfg))
+
+
+def learnt_score(params: dict, inputs: tf.Tensor) -> tf.Tensor:
+    """P(gradable) of the score's (batch, inputs): whitened features and standardized
+    measures."""
+    return tf.sigmoid(tf.linalg.matvec(inputs, params["score_weights"]) + params["score_bias"])
+
+
 def feature_distance(params: dict, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(squared Mahalanobis distance in the principal axes plus the scaled squared residual
     off them, the whitened coordinates) of (batch, width) features."""
@@ -137,7 +148,7 @@ def gate_batch(params: dict, rules: dict, features: tf.Tensor, measures: tf.Tens
     image_far = measure_d / scales[1] > params["novelty_threshold"]
     novelty = tf.maximum(feature_d / scales[0], measure_d / scales[1])
     inputs = tf.concat([whitened, standardized], 1)
-    score = tf.sigmoid(tf.linalg.matvec(inputs, params["score_weights"]) + params["score_bias"])
+    score = learnt_score(params, inputs)
     no_field = measures[:, FIELD] < MIN_FIELD
     dark = measures[:, BRIGHTNESS] * 255.0 < rules["min_brightness"]
     blurred = (measures[:, SHARPNESS] < rules["min_sharpness"]) & rules["sharpness_rule"]

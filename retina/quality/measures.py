@@ -57,10 +57,8 @@ _LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 
 def _discs() -> tuple[np.ndarray, np.ndarray]:
     """(inside the inscribed circle, outside it with a pixel's margin), GATE_SIZE squared."""
-    centre = (GATE_SIZE - 1) / 2
-    rows, cols = np.mgrid[:GATE_SIZE, :GATE_SIZE]
-    radius = np.hypot(rows - centre, cols - centre)
-    return radius <= GATE_SIZE / 2 - 1, radius >= GATE_SIZE / 2 + 1
+    radii, margin = _radii(GATE_SIZE), 2 / GATE_SIZE
+    return radii <= 1 - margin, radii >= 1 + margin
 
 
 def _resampled(images: tf.Tensor, target: int = GATE_SIZE) -> tf.Tensor:
@@ -94,17 +92,22 @@ def _ring_means(grey: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def _fine_sharpness(images: tf.Tensor) -> tf.Tensor:
-    """log(1 + variance of the Laplacian of grey / its mean x 1e4) at FINE_SIZE px inside
-    0.85 of the radius (away from the field's edge)."""
+    """The sharpness at FINE_SIZE px inside 0.85 of the radius (away from the field's edge),
+    of grey over its mean there."""
     grey = tf.reduce_mean(_resampled(images, FINE_SIZE), -1)
     inner = tf.constant(_radii(FINE_SIZE) < 0.85, tf.float32)
     inner = tf.broadcast_to(inner, tf.shape(grey))
-    level = tf.maximum(_masked_mean(grey, inner), 1e-3)[:, None, None]
+    return _sharpness(grey, tf.maximum(_masked_mean(grey, inner), 1e-3), inner)
+
+
+def _sharpness(grey: tf.Tensor, level: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """log(1 + variance of the Laplacian of grey / level x 1e4) where ``mask`` is 1, of
+    (batch, H, W) grey scans and their (batch,) levels."""
     laplacian = tf.nn.conv2d(
-        (grey / level)[..., None], tf.constant(_LAPLACE[:, :, None, None]), 1, "SAME"
+        (grey / level[:, None, None])[..., None], tf.constant(_LAPLACE[:, :, None, None]), 1, "SAME"
     )[..., 0]
-    centred = laplacian - _masked_mean(laplacian, inner)[:, None, None]
-    return tf.math.log1p(_masked_mean(tf.square(centred), inner) * 1e4)
+    centred = laplacian - _masked_mean(laplacian, mask)[:, None, None]
+    return tf.math.log1p(_masked_mean(tf.square(centred), mask) * 1e4)
 
 
 def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -140,15 +143,7 @@ def image_measures(images: tf.Tensor) -> tf.Tensor:
     field = field_mask(pixels, inside_np)
     circle = tf.broadcast_to(inside, tf.shape(grey))
     brightness = _masked_mean(grey, field)
-    laplacian = tf.nn.conv2d(
-        (grey / tf.maximum(brightness, 1e-3)[:, None, None])[..., None],
-        tf.constant(_LAPLACE[:, :, None, None]),
-        1,
-        "SAME",
-    )[..., 0]
-    inner = _eroded(field)
-    centred = laplacian - _masked_mean(laplacian, inner)[:, None, None]
-    sharpness = tf.math.log1p(_masked_mean(tf.square(centred), inner) * 1e4)
+    sharpness = _sharpness(grey, tf.maximum(brightness, 1e-3), _eroded(field))
     surround = _masked_mean(tf.reduce_max(pixels, -1), tf.broadcast_to(outside, tf.shape(grey)))
     colours = [_masked_mean(pixels[..., c], field) for c in range(3)]
     spreads = [

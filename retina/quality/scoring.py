@@ -14,26 +14,22 @@ import tensorflow as tf
 from retina.checkpoint.read import read_quality
 from retina.config import QualityConfig
 from retina.data.pipeline import make_eval_dataset
-from retina.models.heads import DROPOUT_LAYER, pooled_features_model
+from retina.models.heads import pooled_features_model, pooled_width
 from retina.quality.gate import (
     NO_FIELD,
     UNGRADABLE,
     VERDICTS,
     GateParams,
     gate_batch,
-    gate_components,
     reasons_of,
     rule_settings,
+    unfitted_params,
 )
 from retina.quality.measures import MEASURES, image_measures
 
 log = logging.getLogger(__name__)
 QUALITY_COLUMNS = ["quality", "quality_reasons", "quality_score", "fundus_distance"]
 DECISION_COLUMN = "decision"  # refer | no_refer | retake
-
-
-def feature_width(model: keras.Model) -> int:
-    return int(model.get_layer(DROPOUT_LAYER).input.shape[-1])
 
 
 _SIGNAL_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -63,7 +59,7 @@ def scan_signals(model: keras.Model, cache_paths: list[str], batch_size: int = 6
         features.append(batch_features.numpy())
         measures.append(batch_measures.numpy())
     if not features:
-        width = feature_width(model)
+        width = pooled_width(model)
         return {
             "features": np.zeros((0, width), np.float32),
             "measures": np.zeros((0, len(MEASURES))),
@@ -79,6 +75,7 @@ class Gate:
         self.cfg = cfg
         self.rules = rule_settings(cfg, image_size)
         self.constants = {k: tf.constant(v) for k, v in params.as_dict().items()}
+        self._judges = weakref.WeakKeyDictionary()  # model -> compiled images -> verdicts
 
     @property
     def fitted(self) -> bool:
@@ -89,9 +86,10 @@ class Gate:
 
     def verdicts(self, model: keras.Model, cache_paths: list[str], batch_size: int = 64):
         """One row per cached scan: QUALITY_COLUMNS plus ``quality_flags``."""
-        step = make_signal_step(model)
-        judge = tf.function(lambda images: self.batch(*step(images)))
-        parts = []
+        if model not in self._judges:  # traced once per model, not once per call
+            step = make_signal_step(model)
+            self._judges[model] = tf.function(lambda images: self.batch(*step(images)))
+        judge, parts = self._judges[model], []
         for images, _ in make_eval_dataset(list(cache_paths), [0] * len(cache_paths), batch_size):
             parts.append({k: v.numpy() for k, v in judge(images).items()})
         return verdict_table(parts)
@@ -186,8 +184,7 @@ def load_gate(model: keras.Model, cfg, path) -> Gate:
             "the rules alone decide gradable or ungradable, nothing is called not_fundus.",
             path,
         )
-        width = feature_width(model)
-        params = GateParams.empty(width, gate_components(width, cfg.quality))
+        params = unfitted_params(pooled_width(model), cfg.quality)
     else:
         params = GateParams.from_dict(values)
     return Gate(params, cfg.quality, cfg.preprocess.image_size)

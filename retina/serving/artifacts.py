@@ -53,7 +53,7 @@ class ReferralModel(tf.Module):
         super().__init__()
         self.model = model
         self.features_of = pooled_features_model(model)
-        self.gate = {name: tf.constant(value) for name, value in gate.params.as_dict().items()}
+        self.gate = gate.constants
         self.rules, self.action = gate.rules, str(gate.cfg.action)
         self.thresholds = {name: tf.constant(value) for name, value in thresholds.items()}
         self.policy = policy

@@ -175,9 +175,9 @@ def with_unseen_fields(rows: pd.DataFrame, problems: list[dict]) -> tuple[pd.Dat
 def gated_rows(unseen: pd.DataFrame, action: str) -> pd.DataFrame:
     """The rows of scans without a field of view: their path, verdict and decision."""
     verdicts = no_field_rows(len(unseen))
-    table = pd.DataFrame({"path": unseen["path"].to_numpy(), "referred": pd.NA})
+    referred = pd.array([1 if action == "refer" else pd.NA] * len(unseen), "Int64")
+    table = pd.DataFrame({"path": unseen["path"].to_numpy(), "referred": referred})
     table = pd.concat([table, verdicts[QUALITY_COLUMNS]], axis=1)
-    table["referred"] = pd.array([1 if action == "refer" else pd.NA] * len(table), "Int64")
     table[DECISION_COLUMN] = action
     return table
 

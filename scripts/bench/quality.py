@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "retina" / "conf"
+from bench.common import ROOT
+
+CONF_DIR = ROOT / "retina" / "conf"
 NON_FUNDUS = ("mask", "photo", "blank", "text")
 # scikit-image's shipped photographs (no download); its retina photo is a fundus, its
 # microaneurysms image a crop of one: left out.
