@@ -27,6 +27,18 @@ PIL_IMAGE = Image.fromarray(IMAGE)
 # fills: with a black frame (the fill) the two conventions agree.
 FRAMED = np.pad(IMAGE[3:-3, 3:-3], [(3, 3), (3, 3), (0, 0)])
 
+
+def _enhancement(name: str, enhancer, factor: float, tolerance: int = 0) -> tuple:
+    """A case of an ImageEnhance op timm calls with ``factor``."""
+    op = getattr(ops, name)
+    return (
+        f"{name}_{factor}",
+        lambda x: op(x, factor),
+        lambda i: enhancer(i).enhance(factor),
+        tolerance,
+    )
+
+
 # op name, the project's op on a float image, what timm calls in Pillow, largest difference
 PILLOW_CASES = [
     ("auto_contrast", ops.auto_contrast, ImageOps.autocontrast, 0),
@@ -35,32 +47,12 @@ PILLOW_CASES = [
     ("posterize_2", lambda x: ops.posterize(x, 2.0), lambda i: ImageOps.posterize(i, 2), 0),
     ("solarize_100", lambda x: ops.solarize(x, 100.0), lambda i: ImageOps.solarize(i, 100), 0),
     # Pillow converts to grey with integer weights; float weights round differently at .5.
-    ("colour_1.7", lambda x: ops.colour(x, 1.7), lambda i: ImageEnhance.Color(i).enhance(1.7), 1),
-    ("colour_0.3", lambda x: ops.colour(x, 0.3), lambda i: ImageEnhance.Color(i).enhance(0.3), 1),
-    (
-        "contrast_1.6",
-        lambda x: ops.contrast(x, 1.6),
-        lambda i: ImageEnhance.Contrast(i).enhance(1.6),
-        0,
-    ),
-    (
-        "brightness_1.5",
-        lambda x: ops.brightness(x, 1.5),
-        lambda i: ImageEnhance.Brightness(i).enhance(1.5),
-        0,
-    ),
-    (
-        "sharpness_1.8",
-        lambda x: ops.sharpness(x, 1.8),
-        lambda i: ImageEnhance.Sharpness(i).enhance(1.8),
-        0,
-    ),
-    (
-        "sharpness_0.1",
-        lambda x: ops.sharpness(x, 0.1),
-        lambda i: ImageEnhance.Sharpness(i).enhance(0.1),
-        0,
-    ),
+    _enhancement("colour", ImageEnhance.Color, 1.7, 1),
+    _enhancement("colour", ImageEnhance.Color, 0.3, 1),
+    _enhancement("contrast", ImageEnhance.Contrast, 1.6),
+    _enhancement("brightness", ImageEnhance.Brightness, 1.5),
+    _enhancement("sharpness", ImageEnhance.Sharpness, 1.8),
+    _enhancement("sharpness", ImageEnhance.Sharpness, 0.1),
     (
         "translate_x",
         lambda x: ops.translate_x(x, 0.25, 0),
